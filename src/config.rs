@@ -1,0 +1,306 @@
+//! The daemon's configuration: one TOML file, every key with a default.
+//!
+//! `deny_unknown_fields` everywhere so a typo is an error naming the key, and
+//! `validate()` checks what serde cannot. Every path the daemon touches comes
+//! from here, so tests run a whole daemon inside a temp dir.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where `crius serve` looks when `--config` is not given. A missing file at
+/// this path means built-in defaults; a missing file given explicitly is an error.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/crius/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Unix socket serving CRI RuntimeService and ImageService.
+    pub socket: PathBuf,
+    /// Persistent state: metadata store, content blobs, unpacked layers.
+    pub state_dir: PathBuf,
+    /// Volatile state (cleared on reboot): lock file, pod and container runtime files.
+    pub run_dir: PathBuf,
+    /// Seconds to let in-flight RPCs finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+    pub log: LogConfig,
+    pub tracing: TracingConfig,
+    pub image: ImageConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from("/run/crius/crius.sock"),
+            state_dir: PathBuf::from("/var/lib/crius"),
+            run_dir: PathBuf::from("/run/crius"),
+            shutdown_grace_secs: 10,
+            log: LogConfig::default(),
+            tracing: TracingConfig::default(),
+            image: ImageConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// trace, debug, info, warn or error (or a tracing filter directive).
+    pub level: String,
+    /// "text" or "json".
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// OTLP/gRPC endpoint (e.g. "http://127.0.0.1:4317"). Empty: use the
+    /// standard OTEL_EXPORTER_OTLP_ENDPOINT variable; if that is unset too,
+    /// tracing export is off.
+    pub otlp_endpoint: String,
+    /// Fraction of root traces sampled (0.0..=1.0); a sampled parent from
+    /// kubelet's `traceparent` is always followed.
+    pub sampling_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            sampling_ratio: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageConfig {
+    /// Registry that short names (`busybox`) resolve to.
+    pub default_registry: String,
+    /// Registries (host or host:port) spoken to over plain HTTP. `localhost`
+    /// and `127.0.0.1` are always plain HTTP, as in containerd and Docker.
+    pub insecure_registries: Vec<String>,
+    /// Mirrors per registry host, tried in order before the registry itself.
+    /// Values are endpoints such as "https://mirror.example" or "http://127.0.0.1:5001".
+    pub mirrors: BTreeMap<String, Vec<String>>,
+    /// Layers downloaded at once per pull.
+    pub max_concurrent_downloads: usize,
+    /// Seconds to wait for a registry to connect or answer a request.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        Self {
+            default_registry: "docker.io".into(),
+            insecure_registries: Vec::new(),
+            mirrors: BTreeMap::new(),
+            max_concurrent_downloads: 4,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path`. `explicit` says the user named the file: then a missing
+    /// file is an error, otherwise it means built-in defaults.
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Self::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        for (key, p) in [
+            ("socket", &self.socket),
+            ("state_dir", &self.state_dir),
+            ("run_dir", &self.run_dir),
+        ] {
+            if !p.is_absolute() {
+                return invalid(key, "must be an absolute path");
+            }
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return invalid("log.format", "must be \"text\" or \"json\"");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return invalid("log.level", "is not a level or tracing filter directive");
+        }
+        if !(0.0..=1.0).contains(&self.tracing.sampling_ratio) {
+            return invalid("tracing.sampling_ratio", "must be between 0.0 and 1.0");
+        }
+        if self.image.default_registry.is_empty() || self.image.default_registry.contains('/') {
+            return invalid("image.default_registry", "must be a registry host such as docker.io");
+        }
+        if self.image.max_concurrent_downloads == 0 {
+            return invalid("image.max_concurrent_downloads", "must be at least 1");
+        }
+        if self.image.request_timeout_secs == 0 {
+            return invalid("image.request_timeout_secs", "must be at least 1");
+        }
+        for (host, endpoints) in &self.image.mirrors {
+            for ep in endpoints {
+                if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                    return invalid(
+                        &format!("image.mirrors.\"{host}\""),
+                        &format!("endpoint {ep:?} must start with http:// or https://"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Directory of the metadata store, blobs and layers.
+    pub fn store_path(&self) -> PathBuf {
+        self.state_dir.join("meta.redb")
+    }
+}
+
+/// The default configuration as commented TOML, for `crius config default`.
+pub fn default_toml() -> String {
+    let d = Config::default();
+    let q = |p: &Path| toml_str(&p.display().to_string());
+    format!(
+        r#"# crius configuration. Every key is optional; these are the defaults.
+
+# Unix socket serving CRI RuntimeService and ImageService (mode 0660).
+socket = {socket}
+# Persistent state: metadata store, content blobs, unpacked layers (mode 0700).
+state_dir = {state}
+# Volatile runtime state: lock file, pod and container files (mode 0700).
+run_dir = {run}
+# Seconds in-flight RPCs may take to finish after SIGTERM or SIGINT.
+shutdown_grace_secs = {grace}
+
+[log]
+# trace, debug, info, warn, error, or a tracing filter such as "crius=debug,info".
+level = {level}
+# "text" or "json".
+format = {format}
+
+[tracing]
+# OTLP/gRPC endpoint for trace export. Empty: OTEL_EXPORTER_OTLP_ENDPOINT, else off.
+otlp_endpoint = ""
+# Fraction of root traces sampled; kubelet's sampled traceparent is always followed.
+sampling_ratio = {ratio:?}
+
+[image]
+# Registry that short image names resolve to.
+default_registry = {defreg}
+# Registries (host or host:port) reached over plain HTTP. localhost and
+# 127.0.0.1 are always plain HTTP.
+insecure_registries = []
+# Layers downloaded concurrently per pull.
+max_concurrent_downloads = {mcd}
+# Seconds to wait for a registry to connect or answer.
+request_timeout_secs = {rto}
+
+# Mirrors per registry, tried in order before the registry itself:
+[image.mirrors]
+# "docker.io" = ["https://mirror.example.com", "http://127.0.0.1:5001"]
+"#,
+        socket = q(&d.socket),
+        state = q(&d.state_dir),
+        run = q(&d.run_dir),
+        grace = d.shutdown_grace_secs,
+        level = toml_str(&d.log.level),
+        format = toml_str(&d.log.format),
+        ratio = d.tracing.sampling_ratio,
+        defreg = toml_str(&d.image.default_registry),
+        mcd = d.image.max_concurrent_downloads,
+        rto = d.image.request_timeout_secs,
+    )
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_toml_parses_to_default() {
+        let cfg = Config::parse(&default_toml(), Path::new("default")).unwrap();
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("sockett = \"/x\"", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("sockett"), "{err}");
+        let err = Config::parse("[image]\nmirror = {}", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("mirror"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let err = Config::parse("state_dir = \"rel\"", Path::new("c")).unwrap_err();
+        assert!(err.to_string().contains("`state_dir`"), "{err}");
+        let err = Config::parse("[log]\nformat = \"xml\"", Path::new("c")).unwrap_err();
+        assert!(err.to_string().contains("log.format"), "{err}");
+        let err = Config::parse(
+            "[image.mirrors]\n\"docker.io\" = [\"ftp://x\"]",
+            Path::new("c"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("image.mirrors"), "{err}");
+    }
+
+    #[test]
+    fn missing_default_file_means_defaults_but_explicit_is_error() {
+        let p = Path::new("/nonexistent/crius.toml");
+        assert_eq!(Config::load(p, false).unwrap(), Config::default());
+        assert!(Config::load(p, true).is_err());
+    }
+}

@@ -1,0 +1,2 @@
+//! Image references: parsing and Docker-style normalisation.
+//! (stub: being written)

@@ -1,0 +1,1 @@
+//! Layer applier. (stub: being written)
