@@ -178,7 +178,10 @@ impl Config {
             return invalid("tracing.sampling_ratio", "must be between 0.0 and 1.0");
         }
         if self.image.default_registry.is_empty() || self.image.default_registry.contains('/') {
-            return invalid("image.default_registry", "must be a registry host such as docker.io");
+            return invalid(
+                "image.default_registry",
+                "must be a registry host such as docker.io",
+            );
         }
         if self.image.max_concurrent_downloads == 0 {
             return invalid("image.max_concurrent_downloads", "must be at least 1");

@@ -1,1 +1,198 @@
-//! (stub)
+//! Daemon start-up and the gRPC server: directories, the state lock, the
+//! socket, and graceful shutdown.
+
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::api::Cri;
+use crate::config::Config;
+use crate::image::{ImageError, ImageManager};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot create directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "another crius is already running on state dir {state_dir} (lock {lock} is held); stop it first or use another state_dir"
+    )]
+    Locked { state_dir: PathBuf, lock: PathBuf },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("socket {0} is in use by a running server; stop it or configure another socket")]
+    SocketInUse(PathBuf),
+    #[error("cannot listen on {path}: {source}")]
+    Listen {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("image service: {0}")]
+    Image(#[from] ImageError),
+    #[error("gRPC server: {0}")]
+    Serve(String),
+}
+
+/// Everything the daemon holds for its lifetime.
+#[derive(Debug)]
+pub struct Daemon {
+    cri: Cri,
+    _lock: Flock<File>,
+}
+
+fn mkdir_private(path: &Path) -> Result<(), ServerError> {
+    let err = |source| ServerError::Dir {
+        path: path.to_owned(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(err)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(err)
+}
+
+impl Daemon {
+    /// Prepares directories, takes the state lock and opens the store.
+    /// Blocking (file system work); run before serving.
+    pub fn open(config: Arc<Config>) -> Result<Self, ServerError> {
+        mkdir_private(&config.state_dir)?;
+        mkdir_private(&config.run_dir)?;
+        if let Some(parent) = config.socket.parent() {
+            fs::create_dir_all(parent).map_err(|source| ServerError::Dir {
+                path: parent.to_owned(),
+                source,
+            })?;
+        }
+        let lock_path = config.state_dir.join("crius.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| ServerError::Lock {
+                path: lock_path.clone(),
+                source,
+            })?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+            if errno == nix::errno::Errno::EWOULDBLOCK {
+                ServerError::Locked {
+                    state_dir: config.state_dir.clone(),
+                    lock: lock_path.clone(),
+                }
+            } else {
+                ServerError::Lock {
+                    path: lock_path.clone(),
+                    source: errno.into(),
+                }
+            }
+        })?;
+        let store = Arc::new(Store::open(&config.store_path())?);
+        let images = ImageManager::open(&config.image, store, &config.state_dir)?;
+        Ok(Self {
+            cri: Cri::new(config, images),
+            _lock: lock,
+        })
+    }
+
+    /// Binds the configured socket (replacing a stale one), mode 0660.
+    pub async fn bind(&self) -> Result<UnixListener, ServerError> {
+        let path = &self.cri.config.socket;
+        if path.exists() {
+            // A socket file nobody answers on is left by a crashed daemon.
+            if tokio::net::UnixStream::connect(path).await.is_ok() {
+                return Err(ServerError::SocketInUse(path.clone()));
+            }
+            fs::remove_file(path).map_err(|source| ServerError::Listen {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let listener = UnixListener::bind(path).map_err(|source| ServerError::Listen {
+            path: path.clone(),
+            source,
+        })?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o660)).map_err(|source| {
+            ServerError::Listen {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        Ok(listener)
+    }
+
+    /// Serves CRI on `listener` until `shutdown` resolves, then lets
+    /// in-flight calls finish for at most `shutdown_grace_secs` and removes
+    /// the socket.
+    pub async fn serve(
+        self,
+        listener: UnixListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let grace = Duration::from_secs(self.cri.config.shutdown_grace_secs);
+        let socket = self.cri.config.socket.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = fired_tx.send(());
+            let _ = tx.send(());
+        });
+        let server = tonic::transport::Server::builder()
+            .trace_fn(crate::telemetry::rpc_span)
+            .add_service(self.cri.runtime_service())
+            .add_service(self.cri.image_service())
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                let _ = rx.await;
+            });
+        tracing::info!(socket = %socket.display(), "crius serving CRI");
+        tokio::pin!(server);
+        let result = tokio::select! {
+            r = &mut server => r.map_err(|e| ServerError::Serve(e.to_string())),
+            _ = async {
+                let _ = fired_rx.await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "in-flight calls did not finish in time; exiting");
+                Ok(())
+            }
+        };
+        if let Err(e) = fs::remove_file(&socket) {
+            tracing::warn!(socket = %socket.display(), error = %e, "removing socket");
+        }
+        tracing::info!("crius stopped");
+        result
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop crius with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+    }
+}

@@ -1,1 +1,43 @@
-//! (stub)
+//! The gRPC edge: the only module that sees tonic/prost types. Handlers are
+//! thin: validate and convert the request, call the domain, convert back.
+
+mod convert;
+mod image;
+mod runtime;
+mod status;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::image::ImageManager;
+
+pub use k8s_cri::v1::image_service_server::ImageServiceServer;
+pub use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+
+/// Shared state behind both CRI services.
+#[derive(Debug, Clone)]
+pub struct Cri {
+    pub(crate) config: Arc<Config>,
+    pub(crate) images: ImageManager,
+}
+
+impl Cri {
+    pub fn new(config: Arc<Config>, images: ImageManager) -> Self {
+        Self { config, images }
+    }
+
+    pub fn runtime_service(&self) -> RuntimeServiceServer<Self> {
+        RuntimeServiceServer::new(self.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    pub fn image_service(&self) -> ImageServiceServer<Self> {
+        ImageServiceServer::new(self.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+}
+
+/// kubelet sends and accepts CRI messages up to 16 MiB (its own limit).
+const MAX_MESSAGE: usize = 16 << 20;

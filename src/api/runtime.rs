@@ -1,0 +1,160 @@
+//! CRI RuntimeService handlers. Verbs of later milestones answer
+//! UNIMPLEMENTED with a message naming the RPC, so a client sees exactly what
+//! is missing instead of a hang or a panic.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use tonic::{Request, Response, Status};
+
+use super::Cri;
+
+/// CRI API version served.
+const RUNTIME_API_VERSION: &str = "v1";
+
+// `#[tonic::async_trait]` rewrites `async fn` before macros expand, so the
+// generated methods spell out the boxed-future signature it would produce.
+macro_rules! unimplemented_rpcs {
+    ($($method:ident($req:ident) -> $resp:ident = $name:literal;)*) => {
+        $(
+            fn $method<'life0, 'async_trait>(
+                &'life0 self,
+                _req: Request<cri::$req>,
+            ) -> Pin<Box<dyn std::future::Future<Output = Result<Response<cri::$resp>, Status>> + Send + 'async_trait>>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(std::future::ready(Err(Status::unimplemented(concat!(
+                    $name,
+                    " is not implemented by this version of crius"
+                )))))
+            }
+        )*
+    };
+}
+
+type EventStream =
+    Pin<Box<dyn futures_util::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RuntimeService for Cri {
+    async fn version(
+        &self,
+        _req: Request<cri::VersionRequest>,
+    ) -> Result<Response<cri::VersionResponse>, Status> {
+        Ok(Response::new(cri::VersionResponse {
+            // The kubelet-facing API version of the VersionRequest/Response pair itself.
+            version: "0.1.0".into(),
+            runtime_name: "crius".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: RUNTIME_API_VERSION.into(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        req: Request<cri::StatusRequest>,
+    ) -> Result<Response<cri::StatusResponse>, Status> {
+        let verbose = req.into_inner().verbose;
+        let conditions = vec![
+            cri::RuntimeCondition {
+                r#type: "RuntimeReady".into(),
+                status: true,
+                reason: String::new(),
+                message: String::new(),
+            },
+            cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: false,
+                reason: "NetworkPluginNotReady".into(),
+                message: "crius: pod networking (CNI) is not implemented in this version".into(),
+            },
+        ];
+        let mut info = HashMap::new();
+        if verbose {
+            let cfg = serde_json::to_string(&*self.config)
+                .map_err(|e| Status::internal(format!("Status: encoding config: {e}")))?;
+            info.insert("config".to_owned(), cfg);
+        }
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus { conditions }),
+            info,
+            runtime_handlers: vec![cri::RuntimeHandler {
+                name: String::new(),
+                features: Some(cri::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: false,
+                    user_namespaces: false,
+                }),
+            }],
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: false,
+            }),
+        }))
+    }
+
+    async fn runtime_config(
+        &self,
+        _req: Request<cri::RuntimeConfigRequest>,
+    ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        req: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
+        let cidr = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        tracing::info!(pod_cidr = %cidr, "runtime config updated");
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    type GetContainerEventsStream = EventStream;
+
+    async fn get_container_events(
+        &self,
+        _req: Request<cri::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        Err(Status::unimplemented(
+            "GetContainerEvents is not implemented by this version of crius",
+        ))
+    }
+
+    unimplemented_rpcs! {
+        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse = "RunPodSandbox";
+        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse = "StopPodSandbox";
+        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse = "RemovePodSandbox";
+        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse = "PodSandboxStatus";
+        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse = "ListPodSandbox";
+        create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer";
+        start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer";
+        stop_container(StopContainerRequest) -> StopContainerResponse = "StopContainer";
+        remove_container(RemoveContainerRequest) -> RemoveContainerResponse = "RemoveContainer";
+        list_containers(ListContainersRequest) -> ListContainersResponse = "ListContainers";
+        container_status(ContainerStatusRequest) -> ContainerStatusResponse = "ContainerStatus";
+        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
+        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
+        exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync";
+        exec(ExecRequest) -> ExecResponse = "Exec";
+        attach(AttachRequest) -> AttachResponse = "Attach";
+        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
+        container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
+        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
+        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
+        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
+        checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
+        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
+        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
+    }
+}
