@@ -37,16 +37,17 @@ impl ImageService for Cri {
         tracing::Span::current().record("id", name);
         let view = self.images.status(name, req.verbose)?;
         let mut info = HashMap::new();
-        if let Some(v) = &view {
-            if let Some(cfg) = &v.config_json {
-                let doc = serde_json::json!({
-                    "id": v.record.id,
-                    "manifestDigest": v.record.manifest,
-                    "chainIds": v.record.chain_ids,
-                    "imageSpec": serde_json::from_str::<serde_json::Value>(cfg).unwrap_or(serde_json::Value::Null),
-                });
-                info.insert("info".to_owned(), doc.to_string());
-            }
+        if let Some(v) = &view
+            && let Some(cfg) = &v.config_json
+        {
+            let doc = serde_json::json!({
+                "id": v.record.id,
+                "manifestDigest": v.record.manifest,
+                "chainIds": v.record.chain_ids,
+                "imageSpec": serde_json::from_str::<serde_json::Value>(cfg)
+                    .unwrap_or(serde_json::Value::Null),
+            });
+            info.insert("info".to_owned(), doc.to_string());
         }
         Ok(Response::new(cri::ImageStatusResponse {
             image: view.map(|v| convert::image(&v.record)),

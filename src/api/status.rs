@@ -21,7 +21,7 @@ fn image_code(e: &ImageError) -> Code {
         ImageError::Registry { source, .. } => registry_code(source),
         ImageError::Manifest { .. } | ImageError::TooLarge { .. } => Code::FailedPrecondition,
         ImageError::DigestMismatch { .. } => Code::DataLoss,
-        ImageError::Layer { source, .. } => match source {
+        ImageError::Layer { source, .. } => match **source {
             LayerError::DigestMismatch { .. }
             | LayerError::SizeMismatch { .. }
             | LayerError::DiffIdMismatch { .. } => Code::DataLoss,

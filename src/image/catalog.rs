@@ -83,7 +83,7 @@ impl Catalog {
                 if IdPrefix::parse(spec).is_ok() {
                     return self.lookup_prefix(spec);
                 }
-                Err(e.into())
+                Err(Box::new(e).into())
             }
         }
     }

@@ -12,7 +12,7 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("invalid image reference: {0}")]
-    Reference(#[from] ReferenceError),
+    Reference(#[from] Box<ReferenceError>),
     #[error("invalid image id: {0}")]
     Id(#[from] IdError),
     #[error(
@@ -22,15 +22,18 @@ pub enum ImageError {
     #[error("pulling {image}: {source}")]
     Registry {
         image: String,
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     #[error("pulling {image}: {source}")]
     Manifest {
         image: String,
-        source: ManifestError,
+        source: Box<ManifestError>,
     },
     #[error("pulling {image}: {source}")]
-    Layer { image: String, source: LayerError },
+    Layer {
+        image: String,
+        source: Box<LayerError>,
+    },
     #[error("pulling {image}: {what} {digest} has digest {actual}")]
     DigestMismatch {
         image: String,

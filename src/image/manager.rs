@@ -89,7 +89,7 @@ impl ImageManager {
             .map_err(ImageError::io("creating the containers dir"))?;
         let registry = RegistryClient::new(cfg).map_err(|source| ImageError::Registry {
             image: "(client set-up)".into(),
-            source,
+            source: Box::new(source),
         })?;
         let mut catalog = Catalog::default();
         for (key, value) in store.scan(Table::Images)? {

@@ -23,15 +23,16 @@ impl ImageManager {
     /// fetched twice.
     #[tracing::instrument(skip_all, fields(image = image))]
     pub async fn pull(&self, image: &str, creds: &Credentials) -> Result<ImageId, ImageError> {
-        let r = Reference::parse_with_default_registry(image, &self.inner.cfg.default_registry)?;
+        let r = Reference::parse_with_default_registry(image, &self.inner.cfg.default_registry)
+            .map_err(Box::new)?;
         let name = r.to_string();
-        let reg_err = |source| ImageError::Registry {
+        let reg_err = |source: super::registry::RegistryError| ImageError::Registry {
             image: name.clone(),
-            source,
+            source: Box::new(source),
         };
-        let man_err = |source| ImageError::Manifest {
+        let man_err = |source: manifest::ManifestError| ImageError::Manifest {
             image: name.clone(),
-            source,
+            source: Box::new(source),
         };
 
         let top = self
@@ -143,7 +144,7 @@ impl ImageManager {
                 .await
                 .map_err(|source| ImageError::Registry {
                     image: name2.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             let mut buf = Vec::with_capacity(usize::try_from(desc2.size).unwrap_or(0));
             let mut stream = resp.stream;
@@ -153,7 +154,7 @@ impl ImageManager {
                     .await
                     .map_err(|source| ImageError::Registry {
                         image: name2.clone(),
-                        source,
+                        source: Box::new(source),
                     })?
             {
                 if buf.len() as u64 + chunk.len() as u64 > desc2.size {
@@ -228,12 +229,12 @@ impl ImageManager {
             let res = res
                 .map_err(|e| ImageError::Internal(format!("layer task: {e}")))
                 .and_then(|x| x);
-            if let Err(e) = res {
-                if first_err.is_none() {
-                    // Stop the other downloads: the pull has failed.
-                    tasks.abort_all();
-                    first_err = Some(e);
-                }
+            if let Err(e) = res
+                && first_err.is_none()
+            {
+                // Stop the other downloads: the pull has failed.
+                tasks.abort_all();
+                first_err = Some(e);
             }
         }
         first_err.map_or(Ok(()), Err)
@@ -264,7 +265,7 @@ impl ImageManager {
             .await
             .map_err(|source| ImageError::Registry {
                 image: name.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let reader = tokio_util::io::StreamReader::new(resp.stream.map_err(std::io::Error::other));
         let bridge = tokio_util::io::SyncIoBridge::new(reader);
@@ -275,7 +276,7 @@ impl ImageManager {
             .map_err(|e| ImageError::Internal(format!("unpack task: {e}")))?
             .map_err(|source| ImageError::Layer {
                 image: name,
-                source,
+                source: Box::new(source),
             })?;
         let rec = LayerRecord {
             chain_id: want.chain_id.clone(),

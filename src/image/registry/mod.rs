@@ -247,9 +247,24 @@ impl RegistryClient {
     ) -> Result<FetchedManifest, RegistryError> {
         let ctx = Ctx::new(r, &ep, Object::Manifest(reference.to_owned()));
         let tail = format!("manifests/{reference}");
-        let resp = self
+        let resp = match self
             .get(&ep, &ctx, &tail, Some(MANIFEST_ACCEPT), creds)
-            .await?;
+            .await
+        {
+            // Registries (distribution among them) answer MANIFEST_UNKNOWN for
+            // an unknown repository too; users need to know which name is
+            // wrong, and the tag list tells.
+            Err(e @ RegistryError::ManifestUnknown { .. }) if expect.is_none() => {
+                let probe = Ctx::new(r, &ep, Object::Tags);
+                return Err(
+                    match self.get(&ep, &probe, "tags/list?n=1", None, creds).await {
+                        Err(name @ RegistryError::NameUnknown { .. }) => name,
+                        _ => e,
+                    },
+                );
+            }
+            other => other?,
+        };
         let content_type = resp
             .headers()
             .get(CONTENT_TYPE)
@@ -539,6 +554,8 @@ enum Object {
     Manifest(String),
     Blob(Digest),
     Token(String),
+    /// The tag list, asked only to tell an unknown repository from an unknown tag.
+    Tags,
 }
 
 impl fmt::Display for Object {
@@ -547,6 +564,7 @@ impl fmt::Display for Object {
             Self::Manifest(r) => write!(f, "manifest {r}"),
             Self::Blob(d) => write!(f, "blob {d}"),
             Self::Token(realm) => write!(f, "auth token from {realm}"),
+            Self::Tags => write!(f, "tag list"),
         }
     }
 }
@@ -677,7 +695,9 @@ async fn status_error(resp: reqwest::Response, ctx: &Ctx, creds: &Credentials) -
             repository,
             message,
         },
-        (StatusCode::NOT_FOUND, Object::Manifest(_) | Object::Blob(_)) if has("NAME_UNKNOWN") => {
+        (StatusCode::NOT_FOUND, Object::Manifest(_) | Object::Blob(_) | Object::Tags)
+            if has("NAME_UNKNOWN") =>
+        {
             RegistryError::NameUnknown {
                 registry,
                 repository,

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages crius needs to build and to run its test
+# suite. Idempotent: packages already present are left alone, and the apt
+# index is only refreshed when something has to be installed. Run as root.
+# The Rust toolchain itself is assumed present (rustup / cargo on PATH).
+set -euo pipefail
+
+PACKAGES=(
+    protobuf-compiler           # protoc: k8s-cri generates the CRI v1 types at build time
+    docker-registry             # the loopback registry the image tests push to and pull from
+    busybox-static              # /bin/busybox: the one binary inside every test image
+    apache2-utils               # htpasswd: bcrypt credentials for the auth registry
+    containernetworking-plugins # CNI plugins for pod networking tests
+    runc                        # OCI runtime for container tests
+    jq
+    iproute2
+    zstd
+)
+
+die() {
+    echo "install-deps: error: $*" >&2
+    exit 1
+}
+
+if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+    die "this script needs a Debian (12, bookworm) system with dpkg and apt-get"
+fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    if [[ "$status" != "installed" ]]; then
+        missing+=("$pkg")
+    fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install-deps: all packages present: ${PACKAGES[*]}"
+    exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+    die "missing packages (${missing[*]}); run this script as root to install them"
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+echo "install-deps: missing: ${missing[*]}"
+echo "install-deps: apt-get update"
+apt-get update -q || die "apt-get update failed (network or apt sources?)"
+echo "install-deps: apt-get install -y --no-install-recommends ${missing[*]}"
+apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+    die "apt-get install failed for: ${missing[*]}"
+
+for pkg in "${missing[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    [[ "$status" == "installed" ]] || die "package $pkg is still not installed after apt-get install"
+done
+echo "install-deps: installed: ${missing[*]}"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, as CI does (.ci/run calls this): installs the
+# Debian packages the tests need, then format check, clippy with warnings as
+# errors, and every test target. Integration tests start real daemons and
+# registries, and need root (CI is root). Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() {
+    echo
+    echo "==> $*"
+}
+
+step "hack/install-deps.sh"
+bash hack/install-deps.sh
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+# Every integration test owns its registry, daemon and temp dirs, so tests
+# run in parallel; the thread count follows the CPUs (each test mostly waits
+# on child processes). Override with TEST_THREADS.
+threads=${TEST_THREADS:-$(($(nproc) * 2))}
+step "cargo test --all-targets --no-fail-fast -- --test-threads=$threads"
+cargo test --all-targets --no-fail-fast -- --test-threads="$threads"
+
+echo
+echo "==> all checks passed"
