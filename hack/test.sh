@@ -24,8 +24,8 @@ cargo clippy --all-targets -- -D warnings
 # run in parallel; the thread count follows the CPUs (each test mostly waits
 # on child processes). Override with TEST_THREADS.
 threads=${TEST_THREADS:-$(($(nproc) * 2))}
-step "cargo test --all-targets --no-fail-fast -- --test-threads=$threads"
-cargo test --all-targets --no-fail-fast -- --test-threads="$threads"
+step "cargo test --lib --bins --tests --no-fail-fast -- --test-threads=$threads"
+cargo test --lib --bins --tests --no-fail-fast -- --test-threads="$threads"
 
 echo
 echo "==> all checks passed"
