@@ -1,0 +1,5 @@
+//! Pods and containers: the runtime domain. So far the pure parts of pod
+//! sandboxes: sysctl validation and the pod's hostname/resolv.conf/hosts.
+
+pub mod podfiles;
+pub mod sysctl;
