@@ -13,7 +13,10 @@ PACKAGES=(
     containernetworking-plugins # CNI plugins for pod networking tests
     runc                        # OCI runtime for container tests
     jq
-    iproute2
+    iproute2                    # ip: test network namespaces, links and routes
+    iptables                    # the portmap CNI plugin's DNAT rules
+    util-linux                  # nsenter: tests look inside pod namespaces
+    containerd                  # the peer the benchmarks compare against
     zstd
 )
 

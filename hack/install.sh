@@ -11,7 +11,8 @@ die() { echo "install.sh: $*" >&2; exit 1; }
 command -v cargo >/dev/null || die "cargo is missing: install a Rust toolchain >= 1.85 (edition 2024), e.g. with rustup"
 
 # Build dependency: protoc compiles the CRI proto inside the k8s-cri crate.
-pkgs=(protobuf-compiler)
+# Runtime: CNI plugins for pod networking, iptables for port mappings.
+pkgs=(protobuf-compiler containernetworking-plugins iptables)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -40,6 +40,8 @@ pub struct Config {
     pub log: LogConfig,
     pub tracing: TracingConfig,
     pub image: ImageConfig,
+    pub cni: CniConfig,
+    pub pod: PodConfig,
 }
 
 impl Default for Config {
@@ -52,6 +54,8 @@ impl Default for Config {
             log: LogConfig::default(),
             tracing: TracingConfig::default(),
             image: ImageConfig::default(),
+            cni: CniConfig::default(),
+            pod: PodConfig::default(),
         }
     }
 }
@@ -124,6 +128,39 @@ impl Default for ImageConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CniConfig {
+    /// Directory of network configs; the lexically first valid one is used.
+    pub conf_dir: PathBuf,
+    /// Directories searched for plugin binaries, in order.
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        Self {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PodConfig {
+    /// Size of each pod's /dev/shm tmpfs, in bytes.
+    pub shm_size_bytes: u64,
+}
+
+impl Default for PodConfig {
+    fn default() -> Self {
+        Self {
+            shm_size_bytes: 64 << 20,
+        }
+    }
+}
+
 impl Config {
     /// Loads `path`. `explicit` says the user named the file: then a missing
     /// file is an error, otherwise it means built-in defaults.
@@ -189,6 +226,15 @@ impl Config {
         if self.image.request_timeout_secs == 0 {
             return invalid("image.request_timeout_secs", "must be at least 1");
         }
+        if !self.cni.conf_dir.is_absolute() {
+            return invalid("cni.conf_dir", "must be an absolute path");
+        }
+        if self.cni.bin_dirs.is_empty() || self.cni.bin_dirs.iter().any(|d| !d.is_absolute()) {
+            return invalid("cni.bin_dirs", "must list at least one absolute path");
+        }
+        if self.pod.shm_size_bytes < 4096 {
+            return invalid("pod.shm_size_bytes", "must be at least 4096");
+        }
         for (host, endpoints) in &self.image.mirrors {
             for ep in endpoints {
                 if !(ep.starts_with("http://") || ep.starts_with("https://")) {
@@ -250,6 +296,16 @@ request_timeout_secs = {rto}
 # Mirrors per registry, tried in order before the registry itself:
 [image.mirrors]
 # "docker.io" = ["https://mirror.example.com", "http://127.0.0.1:5001"]
+
+[cni]
+# Network configs (.conflist, .conf, .json); the lexically first valid one is used.
+conf_dir = {cniconf}
+# Plugin binary directories, searched in order.
+bin_dirs = [{cnibins}]
+
+[pod]
+# Size of each pod's /dev/shm (tmpfs shared by the pod's containers), bytes.
+shm_size_bytes = {shm}
 "#,
         socket = q(&d.socket),
         state = q(&d.state_dir),
@@ -261,6 +317,15 @@ request_timeout_secs = {rto}
         defreg = toml_str(&d.image.default_registry),
         mcd = d.image.max_concurrent_downloads,
         rto = d.image.request_timeout_secs,
+        cniconf = q(&d.cni.conf_dir),
+        cnibins = d
+            .cni
+            .bin_dirs
+            .iter()
+            .map(|p| q(p))
+            .collect::<Vec<_>>()
+            .join(", "),
+        shm = d.pod.shm_size_bytes,
     )
 }
 

@@ -104,6 +104,57 @@ pub fn chain_id(parent: Option<&ChainId>, diff_id: &Digest) -> ChainId {
     }
 }
 
+/// A pod sandbox id: 64 lowercase hex characters, random.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PodSandboxId(String);
+
+impl PodSandboxId {
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        if is_hex64(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::Hex(s.to_owned()))
+        }
+    }
+
+    /// A fresh random id (256 bits from the kernel's CSPRNG).
+    pub fn random() -> std::io::Result<Self> {
+        let mut b = [0u8; 32];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
+        Ok(Self(hex::encode(b)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PodSandboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for PodSandboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PodSandboxId({})", self.0)
+    }
+}
+
+impl TryFrom<String> for PodSandboxId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<PodSandboxId> for String {
+    fn from(d: PodSandboxId) -> String {
+        d.0
+    }
+}
+
 /// A lookup key typed by a user: a full id or a unique prefix of one
 /// (crictl accepts short ids). Lowercase hex only, 1..=64 characters.
 #[derive(Debug, Clone, PartialEq, Eq)]

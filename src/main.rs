@@ -41,6 +41,9 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Internal: the pod namespace helper (request JSON on stdin).
+    #[command(hide = true)]
+    Pinns,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +83,8 @@ fn main() -> ExitCode {
             println!("crius {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        // No runtime or thread exists yet: the helper unshares namespaces.
+        Command::Pinns => return crius::sys::namespace::pinns_main(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

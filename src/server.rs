@@ -15,6 +15,8 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::api::Cri;
 use crate::config::Config;
 use crate::image::{ImageError, ImageManager};
+use crate::network::{Cni, CniSettings};
+use crate::runtime::sandbox::{SandboxError, SandboxManager};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("image service: {0}")]
     Image(#[from] ImageError),
+    #[error("pod sandboxes: {0}")]
+    Sandbox(#[from] SandboxError),
     #[error("gRPC server: {0}")]
     Serve(String),
 }
@@ -104,9 +108,20 @@ impl Daemon {
             }
         })?;
         let store = Arc::new(Store::open(&config.store_path())?);
-        let images = ImageManager::open(&config.image, store, &config.state_dir)?;
+        let images = ImageManager::open(&config.image, store.clone(), &config.state_dir)?;
+        let cni = Cni::new(CniSettings::new(
+            config.cni.conf_dir.clone(),
+            config.cni.bin_dirs.clone(),
+            config.state_dir.join("cni"),
+        ));
+        let exe = std::env::current_exe().map_err(|source| ServerError::Dir {
+            path: PathBuf::from("/proc/self/exe"),
+            source,
+        })?;
+        let sandboxes =
+            SandboxManager::open(exe, &config.run_dir, store, cni, config.pod.shm_size_bytes)?;
         Ok(Self {
-            cri: Cri::new(config, images),
+            cri: Cri::new(config, images, sandboxes),
             _lock: lock,
         })
     }

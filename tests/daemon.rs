@@ -8,8 +8,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 use common::*;
 use k8s_cri::v1::{
-    CgroupDriver, PodSandboxConfig, PodSandboxMetadata, RunPodSandboxRequest, RuntimeConfigRequest,
-    StatusRequest, VersionRequest,
+    CgroupDriver, CreateContainerRequest, RuntimeConfigRequest, StatusRequest, VersionRequest,
 };
 use tonic::Code;
 
@@ -97,25 +96,15 @@ async fn rpcs_not_built_yet_answer_unimplemented() {
     let daemon = Daemon::start("");
     let mut rt = daemon.runtime_client().await;
     let err = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(PodSandboxConfig {
-                metadata: Some(PodSandboxMetadata {
-                    name: "nginx".into(),
-                    uid: "0f0e0d0c-0b0a-0908-0706-050403020100".into(),
-                    namespace: "default".into(),
-                    attempt: 0,
-                }),
-                hostname: "nginx".into(),
-                log_directory: "/var/log/pods/default_nginx".into(),
-                ..Default::default()
-            }),
-            runtime_handler: String::new(),
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: "f".repeat(64),
+            ..Default::default()
         })
         .await
-        .expect_err("RunPodSandbox is not built yet");
+        .expect_err("CreateContainer is not built yet");
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
     assert!(
-        err.message().contains("RunPodSandbox"),
+        err.message().contains("CreateContainer"),
         "message names the RPC: {err:?}"
     );
     // Still serving.

@@ -3,6 +3,7 @@
 
 mod convert;
 mod image;
+mod pod;
 mod runtime;
 mod status;
 
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::image::ImageManager;
+use crate::runtime::sandbox::SandboxManager;
 
 pub use k8s_cri::v1::image_service_server::ImageServiceServer;
 pub use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
@@ -19,11 +21,16 @@ pub use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 pub struct Cri {
     pub(crate) config: Arc<Config>,
     pub(crate) images: ImageManager,
+    pub(crate) sandboxes: SandboxManager,
 }
 
 impl Cri {
-    pub fn new(config: Arc<Config>, images: ImageManager) -> Self {
-        Self { config, images }
+    pub fn new(config: Arc<Config>, images: ImageManager, sandboxes: SandboxManager) -> Self {
+        Self {
+            config,
+            images,
+            sandboxes,
+        }
     }
 
     pub fn runtime_service(&self) -> RuntimeServiceServer<Self> {

@@ -5,10 +5,32 @@ use tonic::{Code, Status};
 use crate::image::ImageError;
 use crate::image::layers::LayerError;
 use crate::image::registry::RegistryError;
+use crate::runtime::sandbox::SandboxError;
 
 impl From<ImageError> for Status {
     fn from(e: ImageError) -> Status {
         let code = image_code(e.root());
+        Status::new(code, e.to_string())
+    }
+}
+
+impl From<SandboxError> for Status {
+    fn from(e: SandboxError) -> Status {
+        let code = match &e {
+            SandboxError::Invalid(_)
+            | SandboxError::Id(_)
+            | SandboxError::Ambiguous { .. }
+            | SandboxError::Sysctl(_)
+            | SandboxError::PodFile(_)
+            | SandboxError::UnknownHandler(_) => Code::InvalidArgument,
+            SandboxError::NameReserved { .. } => Code::AlreadyExists,
+            SandboxError::NotFound(_) => Code::NotFound,
+            SandboxError::Namespace { .. }
+            | SandboxError::Network { .. }
+            | SandboxError::Io { .. }
+            | SandboxError::Store(_)
+            | SandboxError::Internal(_) => Code::Internal,
+        };
         Status::new(code, e.to_string())
     }
 }

@@ -2,4 +2,5 @@
 //! sandboxes: sysctl validation and the pod's hostname/resolv.conf/hosts.
 
 pub mod podfiles;
+pub mod sandbox;
 pub mod sysctl;

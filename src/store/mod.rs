@@ -23,6 +23,7 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub enum Table {
     Images,
     Layers,
+    Sandboxes,
 }
 
 impl Table {
@@ -30,9 +31,10 @@ impl Table {
         match self {
             Table::Images => TableDefinition::new("images"),
             Table::Layers => TableDefinition::new("layers"),
+            Table::Sandboxes => TableDefinition::new("sandboxes"),
         }
     }
-    const ALL: [Table; 2] = [Table::Images, Table::Layers];
+    const ALL: [Table; 3] = [Table::Images, Table::Layers, Table::Sandboxes];
 }
 
 #[derive(Debug, thiserror::Error)]

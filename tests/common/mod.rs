@@ -12,18 +12,21 @@ pub mod daemon;
 pub mod fixtures;
 pub mod image;
 pub mod layer;
+pub mod net;
 pub mod overlay;
+pub mod pods;
 pub mod proxy;
 pub mod push;
 pub mod registry;
 
 pub use daemon::{
     CRIUS, Daemon, DaemonPaths, connect_unix, default_config_text, insecure_registries, run_crius,
-    temp_leftovers,
+    temp_leftovers, unmount_below,
 };
 pub use fixtures::*;
 pub use image::{Format, Image, ImageBuilder, Index, Platform, chain_ids};
 pub use layer::{Compression, Layer, LayerBuilder, sha256_digest};
+pub use net::TestNet;
 pub use overlay::OverlayMount;
 pub use proxy::SlowProxy;
 pub use push::{Pushed, PushedIndex, get_blob, get_manifest, http_client, push, push_index};

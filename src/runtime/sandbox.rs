@@ -1,0 +1,560 @@
+//! Pod sandboxes: pinned network/IPC/UTS namespaces (no process), CNI
+//! networking, the pod's hostname/resolv.conf/hosts and /dev/shm, and their
+//! records in the store. Containers (a later milestone) join what this
+//! builds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use super::podfiles::{self, DnsConfig, PodFileError};
+use super::sysctl::SysctlError;
+use crate::id::{IdError, IdPrefix, PodSandboxId};
+use crate::network::{AttachRequest, AttachResult, Cni, CniError, NetworkStatus, PortMapping};
+use crate::store::{Store, StoreError, Table, Write};
+use crate::sys::mount;
+use crate::sys::namespace::{self, NamespaceError, PinRequest, Pinned};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("pod sandbox config: {0}")]
+    Invalid(String),
+    #[error("pod sandbox name {name:?} is reserved for pod {id}; remove that pod first")]
+    NameReserved { name: String, id: PodSandboxId },
+    #[error("runtime handler {0:?} is not configured (known: \"\" / \"crius\")")]
+    UnknownHandler(String),
+    #[error("pod sandbox {0:?} not found")]
+    NotFound(String),
+    #[error("pod sandbox id prefix {prefix:?} is ambiguous: it matches {count} pods")]
+    Ambiguous { prefix: String, count: usize },
+    #[error("invalid pod sandbox id: {0}")]
+    Id(#[from] IdError),
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
+    #[error(transparent)]
+    PodFile(#[from] PodFileError),
+    #[error("pod {id}: namespaces: {source}")]
+    Namespace {
+        id: PodSandboxId,
+        source: NamespaceError,
+    },
+    #[error("pod {id}: network: {source}")]
+    Network { id: PodSandboxId, source: CniError },
+    #[error("pod {id}: {context}: {source}")]
+    Io {
+        id: PodSandboxId,
+        context: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// NamespaceOption modes as the domain sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum NsMode {
+    #[default]
+    Pod,
+    Container,
+    Node,
+    Target,
+}
+
+/// A validated RunPodSandbox request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodSpec {
+    pub name: String,
+    pub uid: String,
+    pub namespace: String,
+    pub attempt: u32,
+    pub hostname: String,
+    pub log_directory: String,
+    pub dns: Option<DnsSpec>,
+    pub port_mappings: Vec<PortSpec>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub cgroup_parent: String,
+    pub sysctls: Vec<(String, String)>,
+    pub network: NsMode,
+    pub pid: NsMode,
+    pub ipc: NsMode,
+    pub runtime_handler: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsSpec {
+    pub servers: Vec<String>,
+    pub searches: Vec<String>,
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    pub protocol: String,
+    pub container_port: u16,
+    pub host_port: u16,
+    pub host_ip: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SandboxState {
+    Ready,
+    NotReady,
+}
+
+/// One pod as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: PodSandboxId,
+    pub spec: PodSpec,
+    pub state: SandboxState,
+    pub created_ns: i64,
+    pub pinned: Pinned,
+    pub ips: Vec<IpAddr>,
+    /// Whether CNI ADD succeeded and DEL has not run yet.
+    pub network_attached: bool,
+    pub shm: Option<PathBuf>,
+}
+
+impl SandboxRecord {
+    pub fn host_network(&self) -> bool {
+        self.spec.network == NsMode::Node
+    }
+}
+
+/// ListPodSandbox filter.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxFilter {
+    pub id: Option<String>,
+    pub state: Option<SandboxState>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SandboxManager {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    exe: PathBuf,
+    pods_dir: PathBuf,
+    store: Arc<Store>,
+    cni: Cni,
+    shm_size: u64,
+    host_resolv: PathBuf,
+    pods: Mutex<BTreeMap<PodSandboxId, SandboxRecord>>,
+    /// name key → id, held from RunPodSandbox until RemovePodSandbox.
+    names: Mutex<HashMap<String, PodSandboxId>>,
+    /// Serialises lifecycle verbs per pod (RunPodSandbox of one pod never
+    /// waits for another).
+    locks: Mutex<HashMap<PodSandboxId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The pod's netns path if it is still a live pinned namespace. A pin that
+/// vanished (reboot, manual cleanup) is handed to CNI DEL as no netns, which
+/// plugins accept and still release addresses and rules.
+fn live_netns(rec: &SandboxRecord) -> Option<&Path> {
+    rec.pinned
+        .net
+        .as_deref()
+        .filter(|p| namespace::is_pinned(p))
+}
+
+fn name_key(s: &PodSpec) -> String {
+    format!("{}_{}_{}_{}", s.name, s.namespace, s.uid, s.attempt)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SandboxManager {
+    /// Loads pods from the store. A Ready pod whose pinned network namespace
+    /// vanished (reboot, manual cleanup) is reported NotReady.
+    pub fn open(
+        exe: PathBuf,
+        run_dir: &Path,
+        store: Arc<Store>,
+        cni: Cni,
+        shm_size: u64,
+    ) -> Result<Self, SandboxError> {
+        let pods_dir = run_dir.join("pods");
+        std::fs::create_dir_all(&pods_dir)
+            .map_err(|e| SandboxError::Internal(format!("creating {}: {e}", pods_dir.display())))?;
+        let mut pods = BTreeMap::new();
+        let mut names = HashMap::new();
+        for (key, value) in store.scan(Table::Sandboxes)? {
+            match serde_json::from_slice::<SandboxRecord>(&value) {
+                Ok(mut r) => {
+                    let ns_gone = [&r.pinned.net, &r.pinned.ipc, &r.pinned.uts]
+                        .into_iter()
+                        .flatten()
+                        .any(|p| !namespace::is_pinned(p));
+                    if r.state == SandboxState::Ready && ns_gone {
+                        tracing::warn!(pod = %r.id, "pinned namespace missing; pod is NotReady");
+                        r.state = SandboxState::NotReady;
+                    }
+                    names.insert(name_key(&r.spec), r.id.clone());
+                    pods.insert(r.id.clone(), r);
+                }
+                Err(e) => tracing::error!(key, error = %e, "unreadable pod record skipped"),
+            }
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                exe,
+                pods_dir,
+                store,
+                cni,
+                shm_size,
+                host_resolv: PathBuf::from("/etc/resolv.conf"),
+                pods: Mutex::new(pods),
+                names: Mutex::new(names),
+                locks: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn network_status(&self) -> NetworkStatus {
+        self.inner.cni.status()
+    }
+
+    fn pod_lock(&self, id: &PodSandboxId) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.inner.locks)
+            .entry(id.clone())
+            .or_default()
+            .clone()
+    }
+
+    async fn persist(&self, rec: &SandboxRecord) -> Result<(), SandboxError> {
+        let value = serde_json::to_vec(rec).map_err(|e| SandboxError::Internal(e.to_string()))?;
+        let store = self.inner.store.clone();
+        let key = rec.id.as_str().to_owned();
+        tokio::task::spawn_blocking(move || {
+            store.apply(&[Write::put(Table::Sandboxes, key, value)])
+        })
+        .await
+        .map_err(|e| SandboxError::Internal(e.to_string()))??;
+        lock(&self.inner.pods).insert(rec.id.clone(), rec.clone());
+        Ok(())
+    }
+
+    /// Resolves a full id or unique prefix.
+    pub fn resolve(&self, id: &str) -> Result<Option<PodSandboxId>, SandboxError> {
+        let p = IdPrefix::parse(id)?;
+        let pods = lock(&self.inner.pods);
+        let hits: Vec<&PodSandboxId> = pods
+            .keys()
+            .filter(|k| k.as_str().starts_with(p.as_str()))
+            .collect();
+        match hits.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some((*one).clone())),
+            many => Err(SandboxError::Ambiguous {
+                prefix: id.to_owned(),
+                count: many.len(),
+            }),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<SandboxRecord>, SandboxError> {
+        Ok(self
+            .resolve(id)?
+            .and_then(|id| lock(&self.inner.pods).get(&id).cloned()))
+    }
+
+    pub fn list(&self, f: &SandboxFilter) -> Result<Vec<SandboxRecord>, SandboxError> {
+        let only = match f.id.as_deref().filter(|s| !s.is_empty()) {
+            Some(id) => match self.resolve(id) {
+                Ok(Some(id)) => Some(id),
+                // An unknown or malformed id filter matches nothing.
+                Ok(None) | Err(SandboxError::Id(_)) => return Ok(vec![]),
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
+        let pods = lock(&self.inner.pods);
+        Ok(pods
+            .values()
+            .filter(|p| only.as_ref().is_none_or(|id| &p.id == id))
+            .filter(|p| f.state.is_none_or(|s| p.state == s))
+            .filter(|p| {
+                f.labels
+                    .iter()
+                    .all(|(k, v)| p.spec.labels.get(k) == Some(v))
+            })
+            .cloned()
+            .collect())
+    }
+
+    /// RunPodSandbox. Everything built is undone if a later step fails.
+    #[tracing::instrument(skip_all, fields(pod = %spec.name, namespace = %spec.namespace))]
+    pub async fn run(&self, spec: PodSpec) -> Result<PodSandboxId, SandboxError> {
+        if !(spec.runtime_handler.is_empty() || spec.runtime_handler == "crius") {
+            return Err(SandboxError::UnknownHandler(spec.runtime_handler));
+        }
+        let id = PodSandboxId::random()
+            .map_err(|e| SandboxError::Internal(format!("random id: {e}")))?;
+        let key = name_key(&spec);
+        {
+            let mut names = lock(&self.inner.names);
+            if let Some(owner) = names.get(&key) {
+                return Err(SandboxError::NameReserved {
+                    name: key,
+                    id: owner.clone(),
+                });
+            }
+            names.insert(key.clone(), id.clone());
+        }
+        let guard = self.pod_lock(&id);
+        let _g = guard.lock().await;
+        match self.build(&id, spec).await {
+            Ok(rec) => {
+                tracing::info!(pod = %id, ips = ?rec.ips, "pod sandbox ready");
+                Ok(id)
+            }
+            Err((e, partial)) => {
+                self.teardown(&partial).await;
+                lock(&self.inner.names).remove(&key);
+                Err(e)
+            }
+        }
+    }
+
+    fn pod_dir(&self, id: &PodSandboxId) -> PathBuf {
+        self.inner.pods_dir.join(id.as_str())
+    }
+
+    async fn build(
+        &self,
+        id: &PodSandboxId,
+        spec: PodSpec,
+    ) -> Result<SandboxRecord, (SandboxError, SandboxRecord)> {
+        let mut rec = SandboxRecord {
+            id: id.clone(),
+            spec,
+            state: SandboxState::NotReady,
+            created_ns: crate::image::manager::now_ns(),
+            pinned: Pinned::default(),
+            ips: vec![],
+            network_attached: false,
+            shm: None,
+        };
+        macro_rules! tryb {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(e) => return Err((e, rec)),
+                }
+            };
+        }
+        let dir = self.pod_dir(id);
+        let io = |context: &str| {
+            let id = id.clone();
+            let context = context.to_owned();
+            move |source| SandboxError::Io {
+                id,
+                context,
+                source,
+            }
+        };
+        tryb!(std::fs::create_dir_all(&dir).map_err(io("creating the pod dir")));
+        let host_net = rec.spec.network == NsMode::Node;
+        let host_ipc = rec.spec.ipc == NsMode::Node;
+        let hostname = if rec.spec.hostname.is_empty() {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else {
+            rec.spec.hostname.clone()
+        };
+        let host_resolv = std::fs::read_to_string(&self.inner.host_resolv).unwrap_or_default();
+        let dns = rec.spec.dns.as_ref().map(|d| DnsConfig {
+            servers: d.servers.clone(),
+            searches: d.searches.clone(),
+            options: d.options.clone(),
+        });
+        let resolv =
+            tryb!(podfiles::resolv_conf(dns.as_ref(), &host_resolv).map_err(SandboxError::from));
+        tryb!(
+            std::fs::write(dir.join("hostname"), format!("{hostname}\n"))
+                .map_err(io("writing hostname"))
+        );
+        tryb!(std::fs::write(dir.join("resolv.conf"), resolv).map_err(io("writing resolv.conf")));
+        if !host_ipc {
+            let shm = dir.join("shm");
+            tryb!(
+                mount::mount_shm(&shm, self.inner.shm_size).map_err(io("mounting /dev/shm tmpfs"))
+            );
+            rec.shm = Some(shm);
+        }
+        let req = PinRequest {
+            dir: dir.join("ns"),
+            net: !host_net,
+            ipc: !host_ipc,
+            uts: !host_net,
+            hostname: (!host_net).then(|| hostname.clone()),
+            sysctls: rec.spec.sysctls.clone(),
+        };
+        if req.net || req.ipc || req.uts {
+            rec.pinned = tryb!(
+                namespace::pin(&self.inner.exe, &req)
+                    .await
+                    .map_err(|source| {
+                        SandboxError::Namespace {
+                            id: id.clone(),
+                            source,
+                        }
+                    })
+            );
+        }
+        if let Some(netns) = rec.pinned.net.clone() {
+            let attach = self.attach_request(&rec, netns);
+            let result: AttachResult =
+                tryb!(self.inner.cni.attach(&attach).await.map_err(|source| {
+                    SandboxError::Network {
+                        id: id.clone(),
+                        source,
+                    }
+                }));
+            rec.network_attached = true;
+            rec.ips = result.ips;
+        }
+        tryb!(
+            std::fs::write(dir.join("hosts"), podfiles::hosts(&hostname, &rec.ips))
+                .map_err(io("writing hosts"))
+        );
+        rec.state = SandboxState::Ready;
+        tryb!(self.persist(&rec).await);
+        Ok(rec)
+    }
+
+    fn attach_request(&self, rec: &SandboxRecord, netns: PathBuf) -> AttachRequest {
+        AttachRequest {
+            pod_id: rec.id.to_string(),
+            netns,
+            ifname: "eth0".into(),
+            pod_name: rec.spec.name.clone(),
+            pod_namespace: rec.spec.namespace.clone(),
+            pod_uid: rec.spec.uid.clone(),
+            port_mappings: rec
+                .spec
+                .port_mappings
+                .iter()
+                .map(|p| PortMapping {
+                    protocol: p.protocol.clone(),
+                    container_port: p.container_port,
+                    host_port: p.host_port,
+                    host_ip: p.host_ip.clone(),
+                })
+                .collect(),
+            dns: rec.spec.dns.as_ref().map(|d| {
+                serde_json::json!({"servers": d.servers, "searches": d.searches, "options": d.options})
+            }),
+            bandwidth: None,
+        }
+    }
+
+    /// Undoes everything `build` may have done; best effort, logs failures.
+    async fn teardown(&self, rec: &SandboxRecord) {
+        if rec.network_attached
+            && let Err(e) = self
+                .inner
+                .cni
+                .detach(
+                    rec.id.as_str(),
+                    rec.pinned.net.as_deref(),
+                    &self.attach_request(rec, rec.pinned.net.clone().unwrap_or_default()),
+                )
+                .await
+        {
+            tracing::warn!(pod = %rec.id, error = %e, "CNI DEL during cleanup");
+        }
+        let dir = self.pod_dir(&rec.id);
+        if let Err(e) = namespace::unpin(&dir.join("ns")) {
+            tracing::warn!(pod = %rec.id, error = %e, "unpinning namespaces during cleanup");
+        }
+        if let Some(shm) = &rec.shm
+            && let Err(e) = mount::unmount(shm)
+        {
+            tracing::warn!(pod = %rec.id, error = %e, "unmounting shm during cleanup");
+        }
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(pod = %rec.id, error = %e, "removing pod dir during cleanup");
+        }
+    }
+
+    /// StopPodSandbox: tears the network down and marks the pod NotReady.
+    /// Unknown pods are success (CRI: idempotent).
+    #[tracing::instrument(skip_all, fields(pod = id))]
+    pub async fn stop(&self, id: &str) -> Result<(), SandboxError> {
+        let Some(id) = self.resolve(id)? else {
+            return Ok(());
+        };
+        let guard = self.pod_lock(&id);
+        let _g = guard.lock().await;
+        let Some(mut rec) = lock(&self.inner.pods).get(&id).cloned() else {
+            return Ok(());
+        };
+        let mut changed = false;
+        if rec.network_attached {
+            changed = true;
+            let req = self.attach_request(&rec, rec.pinned.net.clone().unwrap_or_default());
+            self.inner
+                .cni
+                .detach(id.as_str(), live_netns(&rec), &req)
+                .await
+                .map_err(|source| SandboxError::Network {
+                    id: id.clone(),
+                    source,
+                })?;
+            rec.network_attached = false;
+        }
+        if rec.state != SandboxState::NotReady || changed {
+            rec.state = SandboxState::NotReady;
+            self.persist(&rec).await?;
+        }
+        Ok(())
+    }
+
+    /// RemovePodSandbox: stops if needed, then removes namespaces, files and
+    /// the record, and frees the name. Unknown pods are success.
+    #[tracing::instrument(skip_all, fields(pod = id))]
+    pub async fn remove(&self, id: &str) -> Result<(), SandboxError> {
+        let Some(pid) = self.resolve(id)? else {
+            return Ok(());
+        };
+        self.stop(pid.as_str()).await?;
+        let guard = self.pod_lock(&pid);
+        let _g = guard.lock().await;
+        let Some(rec) = lock(&self.inner.pods).get(&pid).cloned() else {
+            return Ok(());
+        };
+        self.teardown(&rec).await;
+        let store = self.inner.store.clone();
+        let key = pid.as_str().to_owned();
+        tokio::task::spawn_blocking(move || store.apply(&[Write::delete(Table::Sandboxes, key)]))
+            .await
+            .map_err(|e| SandboxError::Internal(e.to_string()))??;
+        lock(&self.inner.pods).remove(&pid);
+        lock(&self.inner.names).remove(&name_key(&rec.spec));
+        lock(&self.inner.locks).remove(&pid);
+        tracing::info!(pod = %pid, "pod sandbox removed");
+        Ok(())
+    }
+}
+
+impl SandboxManager {
+    /// The CNI result cached for a pod, for verbose status.
+    pub fn cni_result(&self, id: &str) -> Option<serde_json::Value> {
+        self.inner.cni.cached_result(id).map(|r| r.raw)
+    }
+}

@@ -1,0 +1,10 @@
+//! Syscall layer: namespaces, mounts and (later) cgroups and process
+//! creation. Everything here takes its root paths as parameters; nothing here
+//! knows about gRPC, the store or the config.
+//!
+//! This is the only module where `unsafe` is allowed; each block carries a
+//! `// SAFETY:` comment. Prefer nix's safe wrappers.
+#![allow(unsafe_code)]
+
+pub mod mount;
+pub mod namespace;

@@ -1,0 +1,699 @@
+//! Pod namespace pinning. A pod's network, IPC and UTS namespaces are created
+//! by a short-lived re-exec'd helper (`crius pinns`) and kept alive by
+//! bind-mounting `/proc/<helper>/ns/<kind>` onto files in the pod's run
+//! directory, so a pod costs no process.
+//!
+//! The daemon side ([`pin`], [`unpin`], [`is_pinned`]) never calls unshare or
+//! setns: the daemon is multi-threaded and those act on the calling thread
+//! only. [`pinns_main`] is the helper's body and runs only in the freshly
+//! exec'd, single-threaded helper. This module does not choose paths (the
+//! caller passes the directory) and does not decide which sysctls a pod may
+//! set (the caller's policy); it only refuses requests that would escape
+//! `/proc/sys` or change the host instead of the pod.
+
+use std::fmt;
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+use serde::{Deserialize, Serialize};
+
+/// The namespaces a pod can own and pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NsKind {
+    Net,
+    Ipc,
+    Uts,
+}
+
+impl NsKind {
+    pub const ALL: [NsKind; 3] = [NsKind::Net, NsKind::Ipc, NsKind::Uts];
+
+    /// The name under `/proc/<pid>/ns/`, also the pin file's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            NsKind::Net => "net",
+            NsKind::Ipc => "ipc",
+            NsKind::Uts => "uts",
+        }
+    }
+
+    fn clone_flag(self) -> CloneFlags {
+        match self {
+            NsKind::Net => CloneFlags::CLONE_NEWNET,
+            NsKind::Ipc => CloneFlags::CLONE_NEWIPC,
+            NsKind::Uts => CloneFlags::CLONE_NEWUTS,
+        }
+    }
+}
+
+impl fmt::Display for NsKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the helper is asked to create. Sent to it as JSON on stdin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinRequest {
+    /// Where the pin files go, e.g. `<run_dir>/pods/<id>/ns`; created 0700
+    /// if missing. Must be absolute.
+    pub dir: PathBuf,
+    pub net: bool,
+    pub ipc: bool,
+    pub uts: bool,
+    /// Set inside the new UTS namespace (requires `uts`).
+    pub hostname: Option<String>,
+    /// Already validated by the caller; written to `/proc/sys/<key with . → />`
+    /// inside the new namespaces.
+    pub sysctls: Vec<(String, String)>,
+}
+
+impl PinRequest {
+    /// The requested namespaces, in a fixed order.
+    pub fn kinds(&self) -> Vec<NsKind> {
+        NsKind::ALL
+            .into_iter()
+            .filter(|k| match k {
+                NsKind::Net => self.net,
+                NsKind::Ipc => self.ipc,
+                NsKind::Uts => self.uts,
+            })
+            .collect()
+    }
+}
+
+/// The pin files the helper bind-mounted, one per requested namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pinned {
+    pub net: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+}
+
+impl Pinned {
+    pub fn get(&self, kind: NsKind) -> Option<&Path> {
+        match kind {
+            NsKind::Net => self.net.as_deref(),
+            NsKind::Ipc => self.ipc.as_deref(),
+            NsKind::Uts => self.uts.as_deref(),
+        }
+    }
+
+    fn set(&mut self, kind: NsKind, path: PathBuf) {
+        match kind {
+            NsKind::Net => self.net = Some(path),
+            NsKind::Ipc => self.ipc = Some(path),
+            NsKind::Uts => self.uts = Some(path),
+        }
+    }
+}
+
+/// The pin file of `kind` under `dir`.
+pub fn pin_path(dir: &Path, kind: NsKind) -> PathBuf {
+    dir.join(kind.name())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("pin directory {dir} must be an absolute path")]
+    RelativeDir { dir: PathBuf },
+    #[error("hostname {hostname:?} for {dir}: {reason}")]
+    InvalidHostname {
+        dir: PathBuf,
+        hostname: String,
+        reason: &'static str,
+    },
+    #[error("invalid sysctl key {key:?}: {reason}")]
+    InvalidSysctlKey { key: String, reason: &'static str },
+    #[error(
+        "sysctl {key} is not namespaced by a namespace this pod owns (needs {needs}); \
+         refusing to change the host's value"
+    )]
+    SysctlOutsidePod { key: String, needs: &'static str },
+    #[error(
+        "{path} already exists: the {kind} namespace is already pinned there \
+         (unpin the directory first)"
+    )]
+    AlreadyPinned { kind: NsKind, path: PathBuf },
+    #[error("creating pin directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("unsharing the {kinds} namespaces: {source}")]
+    Unshare { kinds: String, source: Errno },
+    #[error("setting hostname {hostname:?} in the new UTS namespace: {source}")]
+    SetHostname { hostname: String, source: Errno },
+    #[error("bringing up loopback interface lo in the new network namespace: {step}: {source}")]
+    Loopback { step: &'static str, source: Errno },
+    #[error("writing sysctl {key}={value:?} to {path}: {source}")]
+    Sysctl {
+        key: String,
+        value: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("creating pin file {path}: {source}")]
+    CreatePinFile { path: PathBuf, source: io::Error },
+    #[error("bind-mounting the {kind} namespace onto {path}: {source}")]
+    Mount {
+        kind: NsKind,
+        path: PathBuf,
+        source: Errno,
+    },
+    #[error("unmounting pinned namespace {path}: {source}")]
+    Unmount { path: PathBuf, source: Errno },
+    #[error("removing {path}: {source}")]
+    Remove { path: PathBuf, source: io::Error },
+    #[error("reading the pin request from stdin: {0}")]
+    ReadRequest(io::Error),
+    #[error("parsing the pin request: {0}")]
+    ParseRequest(serde_json::Error),
+    #[error("encoding the pin request: {0}")]
+    EncodeRequest(serde_json::Error),
+    #[error("writing the pin result to stdout: {0}")]
+    WriteResult(io::Error),
+    #[error("starting the namespace helper `{exe} pinns`: {source}")]
+    Spawn { exe: PathBuf, source: io::Error },
+    #[error("namespace helper task for {dir} did not finish: {source}")]
+    HelperTask {
+        dir: PathBuf,
+        source: tokio::task::JoinError,
+    },
+    #[error("namespace helper for {dir} failed ({status}): {message}")]
+    Helper {
+        dir: PathBuf,
+        status: ExitStatus,
+        message: String,
+    },
+    #[error("namespace helper for {dir} printed an unreadable result {output:?}: {source}")]
+    HelperOutput {
+        dir: PathBuf,
+        output: String,
+        source: serde_json::Error,
+    },
+}
+
+/// Maps a dotted sysctl key to its file: `net.ipv4.ip_forward` →
+/// `/proc/sys/net/ipv4/ip_forward`. The caller already rejects keys with
+/// `/`; this check is repeated because a key is about to become a path that
+/// root writes to.
+pub fn sysctl_path(key: &str) -> Result<PathBuf, NamespaceError> {
+    let invalid = |reason| NamespaceError::InvalidSysctlKey {
+        key: key.to_owned(),
+        reason,
+    };
+    if key.is_empty() {
+        return Err(invalid("empty key"));
+    }
+    let mut path = PathBuf::from("/proc/sys");
+    for component in key.split('.') {
+        if component.is_empty() {
+            return Err(invalid(
+                "empty component (leading, trailing or doubled '.')",
+            ));
+        }
+        if component.contains('/') {
+            return Err(invalid("contains '/'"));
+        }
+        if component.contains('\0') {
+            return Err(invalid("contains a NUL byte"));
+        }
+        path.push(component);
+    }
+    Ok(path)
+}
+
+/// Which namespace a sysctl belongs to, or `None` when it is global (a write
+/// would change the host). The list matches what the kernel namespaces and
+/// what kubelet calls "safe/namespaced" sysctls.
+pub fn sysctl_namespace(key: &str) -> Option<NsKind> {
+    if key.starts_with("net.") {
+        Some(NsKind::Net)
+    } else if key.starts_with("kernel.shm")
+        || key.starts_with("kernel.msg")
+        || key == "kernel.sem"
+        || key.starts_with("fs.mqueue.")
+    {
+        Some(NsKind::Ipc)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some(NsKind::Uts)
+    } else {
+        None
+    }
+}
+
+/// Checks a request before any process or namespace exists. Both sides run
+/// it: the daemon to fail fast, the helper because it must never change the
+/// host's hostname or sysctls when a namespace was not requested.
+pub fn validate(req: &PinRequest) -> Result<(), NamespaceError> {
+    if !req.dir.is_absolute() {
+        return Err(NamespaceError::RelativeDir {
+            dir: req.dir.clone(),
+        });
+    }
+    if let Some(hostname) = &req.hostname {
+        let reason = if !req.uts {
+            Some("a hostname needs the pod's own UTS namespace (uts = false)")
+        } else if hostname.is_empty() {
+            Some("empty")
+        } else if hostname.len() > 64 {
+            Some("longer than 64 bytes")
+        } else if hostname.contains('\0') {
+            Some("contains a NUL byte")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(NamespaceError::InvalidHostname {
+                dir: req.dir.clone(),
+                hostname: hostname.clone(),
+                reason,
+            });
+        }
+    }
+    let kinds = req.kinds();
+    for (key, _) in &req.sysctls {
+        sysctl_path(key)?;
+        match sysctl_namespace(key) {
+            Some(kind) if kinds.contains(&kind) => {}
+            Some(kind) => {
+                return Err(NamespaceError::SysctlOutsidePod {
+                    key: key.clone(),
+                    needs: kind.name(),
+                });
+            }
+            None => {
+                return Err(NamespaceError::SysctlOutsidePod {
+                    key: key.clone(),
+                    needs: "a namespaced sysctl: net.*, kernel.shm*, kernel.msg*, \
+                            kernel.sem, fs.mqueue.*",
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Daemon side: runs `<exe> pinns` with `req` as JSON on stdin and returns the
+/// pins it made. The helper undoes its own work when it fails; this also
+/// removes any pin file it may have left (e.g. killed by a signal) and the
+/// directory if this call created it. One pin per directory at a time: the
+/// caller serialises per pod. If the returned future is dropped (a cancelled
+/// CRI call), the helper still runs to completion and its pins stay: the
+/// caller's failure path must [`unpin`] the directory.
+pub async fn pin(exe: &Path, req: &PinRequest) -> Result<Pinned, NamespaceError> {
+    validate(req)?;
+    for kind in req.kinds() {
+        let path = pin_path(&req.dir, kind);
+        if path.symlink_metadata().is_ok() {
+            return Err(NamespaceError::AlreadyPinned { kind, path });
+        }
+    }
+    let dir_existed = req.dir.symlink_metadata().is_ok();
+    let input = serde_json::to_vec(req).map_err(NamespaceError::EncodeRequest)?;
+    let exe = exe.to_owned();
+    // std::process in a blocking task: spawning is fork+exec (posix_spawn),
+    // the child runs no Rust code before exec, so this is safe from the
+    // multi-threaded daemon. The namespace work happens in the new process.
+    let result = match tokio::task::spawn_blocking(move || run_helper(&exe, &input)).await {
+        Err(source) => Err(NamespaceError::HelperTask {
+            dir: req.dir.clone(),
+            source,
+        }),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(output)) => helper_result(&req.dir, &output),
+    };
+    if result.is_err() {
+        // Best effort: the error that matters is the helper's.
+        for kind in req.kinds() {
+            let _ = remove_pin(&pin_path(&req.dir, kind));
+        }
+        if !dir_existed {
+            let _ = fs::remove_dir(&req.dir);
+        }
+    }
+    result
+}
+
+/// Reads the helper's verdict: the `Pinned` JSON on success, its stderr line
+/// on failure.
+fn helper_result(dir: &Path, output: &std::process::Output) -> Result<Pinned, NamespaceError> {
+    if output.status.success() {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        return serde_json::from_str::<Pinned>(stdout.trim()).map_err(|source| {
+            NamespaceError::HelperOutput {
+                dir: dir.to_owned(),
+                output: stdout.trim().to_owned(),
+                source,
+            }
+        });
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut message = stderr.trim();
+    if message.is_empty() {
+        message = "no message on stderr";
+    }
+    // Bounded: a panicking helper prints a backtrace, a client wants a line.
+    let mut end = message.len().min(4096);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    Err(NamespaceError::Helper {
+        dir: dir.to_owned(),
+        status: output.status,
+        message: message[..end].to_owned(),
+    })
+}
+
+fn run_helper(exe: &Path, input: &[u8]) -> Result<std::process::Output, NamespaceError> {
+    let spawn_err = |source| NamespaceError::Spawn {
+        exe: exe.to_owned(),
+        source,
+    };
+    let mut child = Command::new(exe)
+        .arg("pinns")
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_err)?;
+    // The helper reads all of stdin before it writes anything, so writing
+    // first cannot deadlock. A write error (the helper died early) is
+    // reported through its exit status and stderr instead.
+    let written = child
+        .stdin
+        .take()
+        .map(|mut stdin| stdin.write_all(input))
+        .unwrap_or(Ok(()));
+    let output = child.wait_with_output().map_err(spawn_err)?;
+    if output.status.success() {
+        written.map_err(spawn_err)?;
+    }
+    Ok(output)
+}
+
+/// Unmounts (lazily) and removes the pin files under `dir`, then `dir`
+/// itself. Idempotent: missing files, a missing directory or files that are
+/// not mounted are fine.
+pub fn unpin(dir: &Path) -> Result<(), NamespaceError> {
+    for kind in NsKind::ALL {
+        remove_pin(&pin_path(dir, kind))?;
+    }
+    match fs::remove_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(NamespaceError::Remove {
+            path: dir.to_owned(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// How many mounts stacked on one pin file we peel off; more than one only
+/// happens after a crash between two pins of the same directory.
+const MAX_STACKED_MOUNTS: usize = 16;
+
+fn remove_pin(path: &Path) -> Result<(), NamespaceError> {
+    for _ in 0..MAX_STACKED_MOUNTS {
+        // NOFOLLOW: a symlink planted at a pin path must not make us unmount
+        // something else.
+        match nix::mount::umount2(path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+            Ok(()) => continue,
+            // EINVAL: not a mount point (any more); ENOENT: no such file.
+            Err(Errno::EINVAL | Errno::ENOENT) => break,
+            Err(source) => {
+                return Err(NamespaceError::Unmount {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(NamespaceError::Remove {
+            path: path.to_owned(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// True when `path` is a live pinned namespace: an nsfs bind mount (statfs
+/// magic `NSFS_MAGIC`), not a symlink. Used by restart recovery.
+pub fn is_pinned(path: &Path) -> bool {
+    let Ok(meta) = path.symlink_metadata() else {
+        return false;
+    };
+    if meta.file_type().is_symlink() {
+        return false;
+    }
+    matches!(
+        nix::sys::statfs::statfs(path),
+        Ok(s) if s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC
+    )
+}
+
+mod ioctl {
+    // NS_GET_NSTYPE (linux/nsfs.h): _IO(0xb7, 0x3), returns the CLONE_NEW*
+    // flag of the namespace an nsfs file refers to. In a private module: the
+    // macro makes a `pub unsafe fn`.
+    nix::ioctl_none!(ns_get_nstype, 0xb7, 0x3);
+}
+
+/// The kind of the live pinned namespace at `path`, or `None` when it is not
+/// a pinned namespace. Restart recovery uses it to check that `<dir>/net`
+/// really holds a network namespace.
+pub fn pinned_kind(path: &Path) -> Option<NsKind> {
+    if !is_pinned(path) {
+        return None;
+    }
+    let file = fs::File::open(path).ok()?;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only returns a value; the
+    // fd stays open for the duration of the call.
+    let ty = unsafe { ioctl::ns_get_nstype(file.as_raw_fd()) }.ok()?;
+    NsKind::ALL
+        .into_iter()
+        .find(|k| k.clone_flag().bits() == ty)
+}
+
+/// The helper process's body (`crius pinns`). Must run in a freshly exec'd
+/// process before any thread exists: unshare changes only the calling
+/// thread, and `/proc/self` names the thread-group leader, so the namespaces
+/// must be the main thread's. Prints the [`Pinned`] JSON on stdout; on
+/// failure undoes its mounts and prints one line on stderr.
+pub fn pinns_main() -> ExitCode {
+    match helper_body() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let message = e.to_string().replace('\n', " ");
+            eprintln!("crius pinns: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn helper_body() -> Result<(), NamespaceError> {
+    let mut input = String::new();
+    io::stdin()
+        .read_to_string(&mut input)
+        .map_err(NamespaceError::ReadRequest)?;
+    let req: PinRequest = serde_json::from_str(&input).map_err(NamespaceError::ParseRequest)?;
+    validate(&req)?;
+    let kinds = req.kinds();
+    let mut pins = Pins::create(&req.dir)?;
+
+    let flags = kinds
+        .iter()
+        .fold(CloneFlags::empty(), |f, k| f | k.clone_flag());
+    if !flags.is_empty() {
+        nix::sched::unshare(flags).map_err(|source| NamespaceError::Unshare {
+            kinds: kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join("+"),
+            source,
+        })?;
+    }
+    if let Some(hostname) = &req.hostname {
+        nix::unistd::sethostname(hostname).map_err(|source| NamespaceError::SetHostname {
+            hostname: hostname.clone(),
+            source,
+        })?;
+    }
+    if req.net {
+        loopback_up()?;
+    }
+    for (key, value) in &req.sysctls {
+        write_sysctl(key, value)?;
+    }
+    for kind in kinds {
+        pins.bind(kind)?;
+    }
+
+    let mut out =
+        serde_json::to_string(&pins.pinned).map_err(|e| NamespaceError::WriteResult(e.into()))?;
+    out.push('\n');
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(NamespaceError::WriteResult)?;
+    pins.keep();
+    Ok(())
+}
+
+fn write_sysctl(key: &str, value: &str) -> Result<(), NamespaceError> {
+    let path = sysctl_path(key)?;
+    let err = |source| NamespaceError::Sysctl {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        path: path.clone(),
+        source,
+    };
+    // One write(2): procfs sysctl handlers parse each write separately.
+    let mut file = OpenOptions::new().write(true).open(&path).map_err(err)?;
+    let n = file.write(value.as_bytes()).map_err(err)?;
+    if n != value.len() {
+        return Err(err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write: {n} of {} bytes", value.len()),
+        )));
+    }
+    Ok(())
+}
+
+/// A new network namespace starts with `lo` down; pods (and CNI's loopback
+/// plugin expectations) need it up.
+fn loopback_up() -> Result<(), NamespaceError> {
+    let err = |step| move |source| NamespaceError::Loopback { step, source };
+    let sock = nix::sys::socket::socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(err("socket"))?;
+    // SAFETY: ifreq is plain data (arrays, integers and a raw pointer in a
+    // union); all-zero bytes are a valid value of it.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads ifr_name and writes ifr_ifru.ifru_flags of
+    // the ifreq we own, which outlives the call; the fd is an open socket.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut ifr) };
+    Errno::result(rc).map_err(err("SIOCGIFFLAGS"))?;
+    // SAFETY: SIOCGIFFLAGS succeeded, so ifru_flags is the initialised union
+    // member; any bit pattern is a valid c_short.
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+    ifr.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS only reads the ifreq we own, which outlives the
+    // call; the fd is an open socket.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &ifr) };
+    Errno::result(rc).map_err(err("SIOCSIFFLAGS"))?;
+    Ok(())
+}
+
+/// The helper's undo log: every file it created and mount it made is undone
+/// on drop unless [`Pins::keep`] was called.
+struct Pins {
+    dir: PathBuf,
+    created_dir: bool,
+    files: Vec<PathBuf>,
+    mounts: Vec<PathBuf>,
+    pinned: Pinned,
+    keep: bool,
+}
+
+impl Pins {
+    fn create(dir: &Path) -> Result<Pins, NamespaceError> {
+        let created_dir = dir.symlink_metadata().is_err();
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| NamespaceError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        Ok(Pins {
+            dir: dir.to_owned(),
+            created_dir,
+            files: Vec::new(),
+            mounts: Vec::new(),
+            pinned: Pinned::default(),
+            keep: false,
+        })
+    }
+
+    fn bind(&mut self, kind: NsKind) -> Result<(), NamespaceError> {
+        let path = pin_path(&self.dir, kind);
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(&path)
+            .map_err(|source| {
+                if source.kind() == io::ErrorKind::AlreadyExists {
+                    NamespaceError::AlreadyPinned {
+                        kind,
+                        path: path.clone(),
+                    }
+                } else {
+                    NamespaceError::CreatePinFile {
+                        path: path.clone(),
+                        source,
+                    }
+                }
+            })?;
+        self.files.push(path.clone());
+        // No mount namespace is unshared: the mount lands in the daemon's
+        // (host) mount namespace, where the pod's containers will find it.
+        let source = format!("/proc/self/ns/{}", kind.name());
+        nix::mount::mount(
+            Some(source.as_str()),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|source| NamespaceError::Mount {
+            kind,
+            path: path.clone(),
+            source,
+        })?;
+        self.mounts.push(path.clone());
+        self.pinned.set(kind, path);
+        Ok(())
+    }
+
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        for path in &self.mounts {
+            let _ = nix::mount::umount2(
+                path.as_path(),
+                MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW,
+            );
+        }
+        for path in &self.files {
+            let _ = fs::remove_file(path);
+        }
+        if self.created_dir {
+            let _ = fs::remove_dir(&self.dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
