@@ -44,6 +44,9 @@ enum Command {
     /// Internal: the pod namespace helper (request JSON on stdin).
     #[command(hide = true)]
     Pinns,
+    /// Internal: pid 1 of a pod's PID namespace (started by pinns).
+    #[command(hide = true)]
+    Infra,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         }
         // No runtime or thread exists yet: the helper unshares namespaces.
         Command::Pinns => return crius::sys::namespace::pinns_main(),
+        Command::Infra => return crius::sys::infra::infra_main(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

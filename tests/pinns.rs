@@ -110,6 +110,7 @@ fn full_request(dir: PathBuf) -> PinRequest {
             ("net.ipv4.ip_unprivileged_port_start".into(), "0".into()),
             ("kernel.shmmax".into(), "68719476736".into()),
         ],
+        pid: false,
     }
 }
 
@@ -158,6 +159,8 @@ fn pins_net_ipc_uts_with_hostname_sysctls_and_loopback() {
             net: Some(dir.join("net")),
             ipc: Some(dir.join("ipc")),
             uts: Some(dir.join("uts")),
+            pid: None,
+            infra_pid: None,
         }
     );
     use std::os::unix::fs::PermissionsExt;

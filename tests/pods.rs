@@ -400,3 +400,124 @@ async fn hundred_cycles_leak_nothing() {
         mounts_below(daemon.run_dir())
     );
 }
+
+fn infra_pid(st: &PodSandboxStatusResponse) -> u32 {
+    let info: serde_json::Value =
+        serde_json::from_str(st.info.get("info").expect("verbose info")).unwrap();
+    info["pid"].as_u64().unwrap_or(0) as u32
+}
+
+#[tokio::test]
+async fn pod_pid_namespace_is_held_by_an_infra_process_only_when_shared() {
+    let (_net, daemon, mut c) = setup().await;
+    // namespace_options.pid = POD: an infra process holds the namespace.
+    let shared = run_pod_ok(&mut c, pod_config("pid-pod")).await;
+    let pid = infra_pid(&pod_status(&mut c, &shared).await);
+    assert!(pid > 0, "infra pid reported");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("infra"),
+        "{pid} is the infra: {cmdline:?}"
+    );
+    let pin = pod_dir(daemon.run_dir(), &shared).join("ns/pid");
+    let joined = Command::new("nsenter")
+        .arg(format!("--pid={}", pin.display()))
+        // util-linux nsenter forks by itself when entering a PID namespace.
+        .args(["/bin/busybox", "sh", "-c", "echo $$"])
+        .output()
+        .unwrap();
+    let inner: u32 = stdout(&joined).parse().unwrap_or(0);
+    assert!(
+        inner > 1,
+        "a process joining the pod PID namespace is not pid 1 there: {joined:?}"
+    );
+    stop_pod(&mut c, &shared).await.unwrap();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z"),
+        "infra {pid} gone after StopPodSandbox"
+    );
+    remove_pod(&mut c, &shared).await.unwrap();
+
+    // pid = CONTAINER: no process at all for the pod.
+    let mut cfg = pod_config("pid-container");
+    cfg.linux = Some(LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                pid: NamespaceMode::Container as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let own = run_pod_ok(&mut c, cfg).await;
+    assert_eq!(
+        infra_pid(&pod_status(&mut c, &own).await),
+        0,
+        "no infra process"
+    );
+    assert!(!pod_dir(daemon.run_dir(), &own).join("ns/pid").exists());
+    remove_pod(&mut c, &own).await.unwrap();
+}
+
+#[tokio::test]
+async fn pod_cgroup_is_created_limited_and_removed() {
+    let (_net, _daemon, mut c) = setup().await;
+    let top = format!("crius-test-pods-{}", std::process::id());
+    let parent = format!("/{top}/pod-cg");
+    let mut cfg = pod_config("cgroup");
+    cfg.linux = Some(LinuxPodSandboxConfig {
+        cgroup_parent: parent.clone(),
+        resources: Some(LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+        overhead: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 16 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run_pod_ok(&mut c, cfg).await;
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let read = |rel: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{rel}"))
+            .unwrap_or_else(|e| panic!("{rel}: {e}"))
+            .trim()
+            .to_owned()
+    };
+    let (mem_dir, cpu_dir) = if v2 {
+        (format!("{top}/pod-cg"), format!("{top}/pod-cg"))
+    } else {
+        (format!("memory/{top}/pod-cg"), format!("cpu/{top}/pod-cg"))
+    };
+    if v2 {
+        assert_eq!(
+            read(&format!("{mem_dir}/memory.max")),
+            (80u64 << 20).to_string()
+        );
+        assert_eq!(read(&format!("{cpu_dir}/cpu.max")), "50000 100000");
+    } else {
+        assert_eq!(
+            read(&format!("{mem_dir}/memory.limit_in_bytes")),
+            (80u64 << 20).to_string(),
+            "resources + overhead"
+        );
+        assert_eq!(read(&format!("{cpu_dir}/cpu.cfs_quota_us")), "50000");
+    }
+    remove_pod(&mut c, &id).await.unwrap();
+    let top_dir = if v2 {
+        format!("/sys/fs/cgroup/{top}")
+    } else {
+        format!("/sys/fs/cgroup/memory/{top}")
+    };
+    assert!(
+        !std::path::Path::new(&top_dir).exists(),
+        "cgroup dirs crius created are removed with the pod ({top_dir})"
+    );
+}

@@ -11,6 +11,7 @@ use crate::runtime::sandbox::{
     DnsSpec, NsMode, PodSpec, PortSpec, SandboxFilter, SandboxRecord, SandboxState,
 };
 use crate::runtime::{podfiles, sysctl};
+use crate::sys::cgroup::Resources;
 
 /// Longest label/annotation key or value we store (kubelet's own limits are
 /// lower; this only keeps a hostile client from bloating the store).
@@ -139,7 +140,28 @@ pub fn pod_spec(req: cri::RunPodSandboxRequest) -> Result<PodSpec, Status> {
         pid,
         ipc,
         runtime_handler: req.runtime_handler,
+        resources: pod_resources(linux.resources.as_ref(), linux.overhead.as_ref()),
     })
+}
+
+/// Pod cgroup limits: the pod's resources plus the runtime class overhead
+/// (kubelet sizes the pod as their sum). CRI's 0 means "not set".
+fn pod_resources(
+    r: Option<&cri::LinuxContainerResources>,
+    overhead: Option<&cri::LinuxContainerResources>,
+) -> Option<Resources> {
+    let r = r?;
+    let o = overhead.cloned().unwrap_or_default();
+    let pos = |v: i64| (v > 0).then_some(v);
+    let out = Resources {
+        cpu_period: pos(r.cpu_period).and_then(|v| u64::try_from(v).ok()),
+        cpu_quota: pos(r.cpu_quota).map(|q| q + o.cpu_quota.max(0)),
+        cpu_shares: pos(r.cpu_shares).and_then(|v| u64::try_from(v + o.cpu_shares.max(0)).ok()),
+        memory_limit: pos(r.memory_limit_in_bytes).map(|m| m + o.memory_limit_in_bytes.max(0)),
+        cpuset_cpus: Some(r.cpuset_cpus.clone()).filter(|s| !s.is_empty()),
+        cpuset_mems: Some(r.cpuset_mems.clone()).filter(|s| !s.is_empty()),
+    };
+    (out != Resources::default()).then_some(out)
 }
 
 fn state_out(s: SandboxState) -> i32 {
@@ -230,7 +252,7 @@ impl Cri {
         let mut info = HashMap::new();
         if req.verbose {
             let doc = serde_json::json!({
-                "pid": 0,
+                "pid": rec.pinned.infra_pid.unwrap_or(0),
                 "netns": rec.pinned.net,
                 "ipcns": rec.pinned.ipc,
                 "utsns": rec.pinned.uts,

@@ -25,7 +25,9 @@ impl From<SandboxError> for Status {
             | SandboxError::UnknownHandler(_) => Code::InvalidArgument,
             SandboxError::NameReserved { .. } => Code::AlreadyExists,
             SandboxError::NotFound(_) => Code::NotFound,
+            SandboxError::NoCgroups { .. } => Code::FailedPrecondition,
             SandboxError::Namespace { .. }
+            | SandboxError::Cgroup { .. }
             | SandboxError::Network { .. }
             | SandboxError::Io { .. }
             | SandboxError::Store(_)

@@ -15,8 +15,9 @@ use super::sysctl::SysctlError;
 use crate::id::{IdError, IdPrefix, PodSandboxId};
 use crate::network::{AttachRequest, AttachResult, Cni, CniError, NetworkStatus, PortMapping};
 use crate::store::{Store, StoreError, Table, Write};
-use crate::sys::mount;
+use crate::sys::cgroup::{CgroupError, Cgroups, Created, Resources};
 use crate::sys::namespace::{self, NamespaceError, PinRequest, Pinned};
+use crate::sys::{infra, mount};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -41,6 +42,15 @@ pub enum SandboxError {
         id: PodSandboxId,
         source: NamespaceError,
     },
+    #[error("pod {id}: cgroup: {source}")]
+    Cgroup {
+        id: PodSandboxId,
+        source: CgroupError,
+    },
+    #[error(
+        "pod {id}: cgroup_parent {parent:?} given but no cgroup hierarchy was found at start-up"
+    )]
+    NoCgroups { id: PodSandboxId, parent: String },
     #[error("pod {id}: network: {source}")]
     Network { id: PodSandboxId, source: CniError },
     #[error("pod {id}: {context}: {source}")]
@@ -84,6 +94,9 @@ pub struct PodSpec {
     pub pid: NsMode,
     pub ipc: NsMode,
     pub runtime_handler: String,
+    /// Pod-level limits (resources + overhead) for the pod cgroup.
+    #[serde(default)]
+    pub resources: Option<Resources>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +132,9 @@ pub struct SandboxRecord {
     /// Whether CNI ADD succeeded and DEL has not run yet.
     pub network_attached: bool,
     pub shm: Option<PathBuf>,
+    /// The cgroup dirs crius created for `cgroup_parent` (removed with the pod).
+    #[serde(default)]
+    pub cgroup: Option<Created>,
 }
 
 impl SandboxRecord {
@@ -146,6 +162,7 @@ struct Inner {
     pods_dir: PathBuf,
     store: Arc<Store>,
     cni: Cni,
+    cgroups: Option<Cgroups>,
     shm_size: u64,
     host_resolv: PathBuf,
     pods: Mutex<BTreeMap<PodSandboxId, SandboxRecord>>,
@@ -164,6 +181,21 @@ fn live_netns(rec: &SandboxRecord) -> Option<&Path> {
         .net
         .as_deref()
         .filter(|p| namespace::is_pinned(p))
+}
+
+/// A pod with a PID namespace whose infra process is gone: the namespace
+/// can no longer be joined.
+fn infra_dead(rec: &SandboxRecord) -> bool {
+    match (rec.pinned.infra_pid, &rec.pinned.pid) {
+        (Some(pid), Some(pin)) => !infra::alive(pid, pin),
+        _ => false,
+    }
+}
+
+fn stop_infra(rec: &SandboxRecord) {
+    if let (Some(pid), Some(pin)) = (rec.pinned.infra_pid, &rec.pinned.pid) {
+        infra::stop(pid, pin);
+    }
 }
 
 fn name_key(s: &PodSpec) -> String {
@@ -192,10 +224,11 @@ impl SandboxManager {
         for (key, value) in store.scan(Table::Sandboxes)? {
             match serde_json::from_slice::<SandboxRecord>(&value) {
                 Ok(mut r) => {
-                    let ns_gone = [&r.pinned.net, &r.pinned.ipc, &r.pinned.uts]
+                    let ns_gone = [&r.pinned.net, &r.pinned.ipc, &r.pinned.uts, &r.pinned.pid]
                         .into_iter()
                         .flatten()
-                        .any(|p| !namespace::is_pinned(p));
+                        .any(|p| !namespace::is_pinned(p))
+                        || infra_dead(&r);
                     if r.state == SandboxState::Ready && ns_gone {
                         tracing::warn!(pod = %r.id, "pinned namespace missing; pod is NotReady");
                         r.state = SandboxState::NotReady;
@@ -206,12 +239,20 @@ impl SandboxManager {
                 Err(e) => tracing::error!(key, error = %e, "unreadable pod record skipped"),
             }
         }
+        let cgroups = match Cgroups::detect(Path::new("/sys/fs/cgroup")) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no usable cgroup hierarchy; pods with a cgroup_parent will fail");
+                None
+            }
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 exe,
                 pods_dir,
                 store,
                 cni,
+                cgroups,
                 shm_size,
                 host_resolv: PathBuf::from("/etc/resolv.conf"),
                 pods: Mutex::new(pods),
@@ -345,6 +386,7 @@ impl SandboxManager {
             ips: vec![],
             network_attached: false,
             shm: None,
+            cgroup: None,
         };
         macro_rules! tryb {
             ($e:expr) => {
@@ -387,6 +429,24 @@ impl SandboxManager {
                 .map_err(io("writing hostname"))
         );
         tryb!(std::fs::write(dir.join("resolv.conf"), resolv).map_err(io("writing resolv.conf")));
+        if !rec.spec.cgroup_parent.is_empty() {
+            let parent = rec.spec.cgroup_parent.clone();
+            let Some(cg) = &self.inner.cgroups else {
+                let e = SandboxError::NoCgroups {
+                    id: id.clone(),
+                    parent,
+                };
+                return Err((e, rec));
+            };
+            let cg_err = |source| SandboxError::Cgroup {
+                id: id.clone(),
+                source,
+            };
+            rec.cgroup = Some(tryb!(cg.create(&parent).map_err(cg_err)));
+            if let Some(r) = &rec.spec.resources {
+                tryb!(cg.apply(&parent, r).map_err(cg_err));
+            }
+        }
         if !host_ipc {
             let shm = dir.join("shm");
             tryb!(
@@ -401,8 +461,9 @@ impl SandboxManager {
             uts: !host_net,
             hostname: (!host_net).then(|| hostname.clone()),
             sysctls: rec.spec.sysctls.clone(),
+            pid: rec.spec.pid == NsMode::Pod,
         };
-        if req.net || req.ipc || req.uts {
+        if req.net || req.ipc || req.uts || req.pid {
             rec.pinned = tryb!(
                 namespace::pin(&self.inner.exe, &req)
                     .await
@@ -463,6 +524,8 @@ impl SandboxManager {
 
     /// Undoes everything `build` may have done; best effort, logs failures.
     async fn teardown(&self, rec: &SandboxRecord) {
+        let r = rec.clone();
+        let _ = tokio::task::spawn_blocking(move || stop_infra(&r)).await;
         if rec.network_attached
             && let Err(e) = self
                 .inner
@@ -475,6 +538,11 @@ impl SandboxManager {
                 .await
         {
             tracing::warn!(pod = %rec.id, error = %e, "CNI DEL during cleanup");
+        }
+        if let (Some(created), Some(cg)) = (&rec.cgroup, &self.inner.cgroups)
+            && let Err(e) = cg.remove(created)
+        {
+            tracing::warn!(pod = %rec.id, error = %e, "removing the pod cgroup");
         }
         let dir = self.pod_dir(&rec.id);
         if let Err(e) = namespace::unpin(&dir.join("ns")) {
@@ -505,6 +573,13 @@ impl SandboxManager {
             return Ok(());
         };
         let mut changed = false;
+        if rec.pinned.infra_pid.is_some() && !infra_dead(&rec) {
+            let r = rec.clone();
+            tokio::task::spawn_blocking(move || stop_infra(&r))
+                .await
+                .map_err(|e| SandboxError::Internal(e.to_string()))?;
+            changed = true;
+        }
         if rec.network_attached {
             changed = true;
             let req = self.attach_request(&rec, rec.pinned.net.clone().unwrap_or_default());

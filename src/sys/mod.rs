@@ -1,4 +1,4 @@
-//! Syscall layer: namespaces, mounts and (later) cgroups and process
+//! Syscall layer: namespaces, mounts, cgroups and (later) process
 //! creation. Everything here takes its root paths as parameters; nothing here
 //! knows about gRPC, the store or the config.
 //!
@@ -6,5 +6,7 @@
 //! `// SAFETY:` comment. Prefer nix's safe wrappers.
 #![allow(unsafe_code)]
 
+pub mod cgroup;
+pub mod infra;
 pub mod mount;
 pub mod namespace;

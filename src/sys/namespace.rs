@@ -74,6 +74,10 @@ pub struct PinRequest {
     /// Already validated by the caller; written to `/proc/sys/<key with . → />`
     /// inside the new namespaces.
     pub sysctls: Vec<(String, String)>,
+    /// A pod-level PID namespace: held by an infra process (pid 1 there),
+    /// since a PID namespace without an init cannot be joined.
+    #[serde(default)]
+    pub pid: bool,
 }
 
 impl PinRequest {
@@ -96,6 +100,12 @@ pub struct Pinned {
     pub net: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// `<dir>/pid`, bound to the infra process's PID namespace.
+    #[serde(default)]
+    pub pid: Option<PathBuf>,
+    /// The infra process (host pid), when `pid` was requested.
+    #[serde(default)]
+    pub infra_pid: Option<u32>,
 }
 
 impl Pinned {
@@ -123,6 +133,14 @@ pub fn pin_path(dir: &Path, kind: NsKind) -> PathBuf {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
+    #[error("cannot bind-mount the {what} namespace onto {path}: {source}")]
+    MountOther {
+        what: String,
+        path: PathBuf,
+        source: Errno,
+    },
+    #[error("cannot start the pod's infra process (PID namespace holder): {0}")]
+    Infra(String),
     #[error("pin directory {dir} must be an absolute path")]
     RelativeDir { dir: PathBuf },
     #[error("hostname {hostname:?} for {dir}: {reason}")]
@@ -406,6 +424,7 @@ pub fn unpin(dir: &Path) -> Result<(), NamespaceError> {
     for kind in NsKind::ALL {
         remove_pin(&pin_path(dir, kind))?;
     }
+    remove_pin(&dir.join("pid"))?;
     match fs::remove_dir(dir) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(NamespaceError::Remove {
             path: dir.to_owned(),
@@ -532,6 +551,16 @@ fn helper_body() -> Result<(), NamespaceError> {
     for kind in kinds {
         pins.bind(kind)?;
     }
+    if req.pid {
+        let infra = super::infra::spawn()?;
+        let path = req.dir.join("pid");
+        if let Err(e) = pins.bind_file(&path, &format!("/proc/{infra}/ns/pid"), "pid") {
+            super::infra::kill(infra);
+            return Err(e);
+        }
+        pins.pinned.pid = Some(path);
+        pins.pinned.infra_pid = Some(infra);
+    }
 
     let mut out =
         serde_json::to_string(&pins.pinned).map_err(|e| NamespaceError::WriteResult(e.into()))?;
@@ -627,6 +656,35 @@ impl Pins {
             pinned: Pinned::default(),
             keep: false,
         })
+    }
+
+    /// Bind-mounts `source` (a `/proc/<pid>/ns/*` file) onto a new file
+    /// `path`, recording both for undo.
+    fn bind_file(&mut self, path: &Path, source: &str, what: &str) -> Result<(), NamespaceError> {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(path)
+            .map_err(|source| NamespaceError::CreatePinFile {
+                path: path.to_owned(),
+                source,
+            })?;
+        self.files.push(path.to_owned());
+        nix::mount::mount(
+            Some(source),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|source| NamespaceError::MountOther {
+            what: what.to_owned(),
+            path: path.to_owned(),
+            source,
+        })?;
+        self.mounts.push(path.to_owned());
+        Ok(())
     }
 
     fn bind(&mut self, kind: NsKind) -> Result<(), NamespaceError> {

@@ -1,0 +1,651 @@
+//! Pod cgroups through plain cgroupfs file operations, on cgroup v1 (one
+//! directory per controller hierarchy, as this machine's hybrid layout) and
+//! v2 (the unified tree): create a cgroup parent the way kubelet's cgroupfs
+//! driver names it, apply CPU/memory/cpuset limits, remove what we created.
+//!
+//! It owns only the directories `create` reports; it never moves processes,
+//! never touches systemd (there is none here) and needs no capability beyond
+//! write access to cgroupfs (CAP_SYS_RESOURCE is absent on these machines).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
+
+use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, statfs};
+use serde::{Deserialize, Serialize};
+
+/// Controllers a pod cgroup needs on v2, enabled in each parent's
+/// `cgroup.subtree_control` when the parent offers them. hugetlb is there
+/// because kubelet sets hugepage limits at pod level.
+const V2_CONTROLLERS: &[&str] = &["cpu", "cpuset", "io", "memory", "pids", "hugetlb"];
+
+/// v1 controllers whose hierarchies hold a pod's cgroup. A hierarchy with
+/// none of these (`name=systemd`, anything named) is not ours to populate.
+const V1_CONTROLLERS: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "net_prio",
+    "blkio",
+    "perf_event",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
+];
+
+/// How long `remove` waits for a cgroup to empty: a killed process stays in
+/// its cgroup until it has fully exited.
+const REMOVE_ATTEMPTS: u32 = 10;
+const REMOVE_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Which cgroup layout the host mounts at the cgroup root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// Legacy or hybrid: one hierarchy per controller set under the root.
+    V1,
+    /// Unified: the root itself is a cgroup2 mount.
+    V2,
+}
+
+/// Resource limits for one cgroup; `None` leaves the current value alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CFS period in microseconds.
+    pub cpu_period: Option<u64>,
+    /// CFS quota in microseconds per period; negative means unlimited.
+    pub cpu_quota: Option<i64>,
+    /// v1 shares (2..=262144); converted to `cpu.weight` on v2.
+    pub cpu_shares: Option<u64>,
+    /// Bytes; negative means unlimited. CRI's 0 ("not set") must arrive as `None`.
+    pub memory_limit: Option<i64>,
+    /// A cpu list such as `0-1,3`.
+    pub cpuset_cpus: Option<String>,
+    /// A memory node list such as `0`.
+    pub cpuset_mems: Option<String>,
+}
+
+/// The directories `create` made (absolute, in creation order), kept in the
+/// pod record so removal deletes exactly these and nothing it found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created {
+    pub dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("invalid cgroup path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+    #[error("cannot inspect cgroup root {root}: {source}")]
+    Root { root: PathBuf, source: io::Error },
+    #[error(
+        "no cgroup v1 controller hierarchy is mounted under {root} and it is not a cgroup2 mount; mount cgroupfs there"
+    )]
+    NoHierarchies { root: PathBuf },
+    #[error("cannot read {file}: {source}")]
+    Read { file: PathBuf, source: io::Error },
+    #[error("cannot write {value:?} to {file}: {source}")]
+    Write {
+        file: PathBuf,
+        value: String,
+        source: io::Error,
+    },
+    #[error("cannot create cgroup {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cgroup {path} does not exist; create it before applying resources")]
+    NotFound { path: PathBuf },
+    #[error("controller {controller} is not available for cgroup {path}")]
+    ControllerUnavailable {
+        controller: &'static str,
+        path: PathBuf,
+    },
+    #[error("cgroup {path} still holds processes; stop them and remove again")]
+    Busy { path: PathBuf },
+    #[error("cannot remove cgroup {path}: {source}")]
+    Remove { path: PathBuf, source: io::Error },
+}
+
+/// One mounted v1 hierarchy: its directory and the controllers it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Hierarchy {
+    dir: PathBuf,
+    controllers: Vec<String>,
+}
+
+impl Hierarchy {
+    fn has(&self, controller: &str) -> bool {
+        self.controllers.iter().any(|c| c == controller)
+    }
+}
+
+/// The host's cgroup layout, found once by `detect`.
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    root: PathBuf,
+    mode: CgroupMode,
+    /// v1 only; empty on v2.
+    hierarchies: Vec<Hierarchy>,
+}
+
+impl Cgroups {
+    /// Finds the layout under `root` (normally `/sys/fs/cgroup`). A cgroup2
+    /// root is v2; anything else is v1, whose hierarchies come from
+    /// `/proc/self/mountinfo`. A hybrid host's `unified` mount is ignored:
+    /// its controllers are all bound to v1 hierarchies.
+    pub fn detect(root: &Path) -> Result<Self, CgroupError> {
+        let root_err = |source| CgroupError::Root {
+            root: root.to_path_buf(),
+            source,
+        };
+        let fs = statfs(root).map_err(|e| root_err(e.into()))?;
+        if fs.filesystem_type() == CGROUP2_SUPER_MAGIC {
+            return Ok(Self {
+                root: root.to_path_buf(),
+                mode: CgroupMode::V2,
+                hierarchies: Vec::new(),
+            });
+        }
+        let mountinfo = Path::new("/proc/self/mountinfo");
+        let text = fs::read_to_string(mountinfo).map_err(|source| CgroupError::Read {
+            file: mountinfo.to_path_buf(),
+            source,
+        })?;
+        let hierarchies = v1_hierarchies(&text, root);
+        if hierarchies.is_empty() {
+            return Err(CgroupError::NoHierarchies {
+                root: root.to_path_buf(),
+            });
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            mode: CgroupMode::V1,
+            hierarchies,
+        })
+    }
+
+    pub fn mode(&self) -> CgroupMode {
+        self.mode
+    }
+
+    /// The absolute directories of `path`: one per v1 hierarchy, one on v2.
+    /// An invalid path has none.
+    pub fn dirs(&self, path: &str) -> Vec<PathBuf> {
+        match components(path) {
+            Ok(parts) => self
+                .bases()
+                .into_iter()
+                .map(|base| join(base, &parts))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Creates `path` (kubelet's cgroupfs form, "/kubepods/besteffort/pod…")
+    /// in every hierarchy, and reports the directories it made; ancestors
+    /// that already existed are not ours and are never removed. On error,
+    /// whatever this call made is removed again.
+    pub fn create(&self, path: &str) -> Result<Created, CgroupError> {
+        let parts = components(path)?;
+        let mut created = Created::default();
+        let result = self.bases().into_iter().try_for_each(|base| {
+            let hierarchy = self.hierarchies.iter().find(|h| h.dir == base);
+            let cpuset = hierarchy.is_some_and(|h| h.has("cpuset"));
+            let mut dir = base.to_path_buf();
+            for part in &parts {
+                if self.mode == CgroupMode::V2 {
+                    enable_controllers(&dir)?;
+                }
+                let parent = dir.clone();
+                dir.push(part);
+                if make_dir(&dir)? {
+                    created.dirs.push(dir.clone());
+                }
+                if cpuset {
+                    // A new v1 cpuset has empty cpus/mems and refuses tasks
+                    // until they are set; clone_children is off by default.
+                    inherit_cpuset(&parent, &dir)?;
+                }
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(created),
+            Err(e) => {
+                // Best effort: the original error is the one worth reporting.
+                let _ = self.remove(&created);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the set fields of `r` into `path`'s control files.
+    pub fn apply(&self, path: &str, r: &Resources) -> Result<(), CgroupError> {
+        let parts = components(path)?;
+        match self.mode {
+            CgroupMode::V1 => self.apply_v1(&parts, r),
+            CgroupMode::V2 => apply_v2(&join(&self.root, &parts), r),
+        }
+    }
+
+    fn apply_v1(&self, parts: &[&str], r: &Resources) -> Result<(), CgroupError> {
+        let dir_of = |controller: &'static str| -> Result<PathBuf, CgroupError> {
+            let h = self.hierarchies.iter().find(|h| h.has(controller));
+            let h = h.ok_or_else(|| CgroupError::ControllerUnavailable {
+                controller,
+                path: join(&self.root, parts),
+            })?;
+            existing(join(&h.dir, parts))
+        };
+        if r.cpu_period.is_some() || r.cpu_quota.is_some() || r.cpu_shares.is_some() {
+            let dir = dir_of("cpu")?;
+            if let Some(shares) = r.cpu_shares {
+                write(&dir.join("cpu.shares"), &shares.to_string())?;
+            }
+            set_cfs_v1(&dir, r.cpu_period, r.cpu_quota)?;
+        }
+        if let Some(limit) = r.memory_limit {
+            let value = if limit < 0 { -1 } else { limit };
+            let dir = dir_of("memory")?;
+            write(&dir.join("memory.limit_in_bytes"), &value.to_string())?;
+        }
+        if r.cpuset_cpus.is_some() || r.cpuset_mems.is_some() {
+            let dir = dir_of("cpuset")?;
+            // mems before cpus as runc does; each is checked against the parent.
+            if let Some(mems) = &r.cpuset_mems {
+                write(&dir.join("cpuset.mems"), mems)?;
+            }
+            if let Some(cpus) = &r.cpuset_cpus {
+                write(&dir.join("cpuset.cpus"), cpus)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the directories `create` made, deepest first. A directory
+    /// still holding processes is retried briefly, then reported; one that
+    /// is already gone is fine, so removal can be repeated.
+    pub fn remove(&self, created: &Created) -> Result<(), CgroupError> {
+        let mut pending: Vec<PathBuf> = created.dirs.clone();
+        pending.sort_by(|a, b| {
+            let depth = |d: &Path| d.components().count();
+            depth(b).cmp(&depth(a)).then_with(|| a.cmp(b))
+        });
+        pending.dedup();
+        for attempt in 0..REMOVE_ATTEMPTS {
+            if attempt > 0 {
+                thread::sleep(REMOVE_INTERVAL);
+            }
+            let mut busy = Vec::new();
+            for dir in pending {
+                match fs::remove_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => busy.push(dir),
+                    Err(source) => return Err(CgroupError::Remove { path: dir, source }),
+                }
+            }
+            // A busy dir whose only children are cgroups we did not make is
+            // now shared (another pod created below it): leave it to them.
+            pending = busy
+                .iter()
+                .filter(|dir| {
+                    let ours_below = busy.iter().any(|d| d != *dir && d.starts_with(dir));
+                    ours_below || !has_child_cgroups(dir)
+                })
+                .cloned()
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+        }
+        Err(CgroupError::Busy {
+            path: pending.swap_remove(0),
+        })
+    }
+
+    /// Where `path` hangs: each v1 hierarchy, or the v2 root.
+    fn bases(&self) -> Vec<&Path> {
+        match self.mode {
+            CgroupMode::V1 => self.hierarchies.iter().map(|h| h.dir.as_path()).collect(),
+            CgroupMode::V2 => vec![self.root.as_path()],
+        }
+    }
+}
+
+/// Splits a cgroup parent into its components, refusing anything that could
+/// leave the cgroup tree: `..` would let a pod spec reach a sibling's or the
+/// host's cgroup, a NUL would truncate the path in the kernel.
+fn components(path: &str) -> Result<Vec<&str>, CgroupError> {
+    let invalid = |reason| CgroupError::InvalidPath {
+        path: path.to_string(),
+        reason,
+    };
+    if path.contains('\0') {
+        return Err(invalid("contains a NUL byte"));
+    }
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.iter().any(|p| *p == ".." || *p == ".") {
+        return Err(invalid("contains a '.' or '..' component"));
+    }
+    if parts.is_empty() {
+        return Err(invalid("names the root cgroup"));
+    }
+    Ok(parts)
+}
+
+fn join(base: &Path, parts: &[&str]) -> PathBuf {
+    let mut dir = base.to_path_buf();
+    dir.extend(parts);
+    dir
+}
+
+fn existing(dir: PathBuf) -> Result<PathBuf, CgroupError> {
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(CgroupError::NotFound { path: dir })
+    }
+}
+
+/// `true` when this call made the directory.
+fn make_dir(dir: &Path) -> Result<bool, CgroupError> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
+        Err(source) => Err(CgroupError::Create {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn has_child_cgroups(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+    })
+}
+
+fn read(file: &Path) -> Result<String, CgroupError> {
+    fs::read_to_string(file)
+        .map(|s| s.trim().to_string())
+        .map_err(|source| CgroupError::Read {
+            file: file.to_path_buf(),
+            source,
+        })
+}
+
+/// One write(2) of the whole value: cgroupfs parses each write on its own.
+/// No O_CREAT: a missing control file is an error, not a new regular file.
+fn write(file: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(file)
+        .and_then(|mut f| f.write_all(value.as_bytes()))
+        .map_err(|source| CgroupError::Write {
+            file: file.to_path_buf(),
+            value: value.to_string(),
+            source,
+        })
+}
+
+/// Copies the parent's cpus/mems into `dir` where they are still empty.
+fn inherit_cpuset(parent: &Path, dir: &Path) -> Result<(), CgroupError> {
+    for name in ["cpuset.cpus", "cpuset.mems"] {
+        if read(&dir.join(name))?.is_empty() {
+            write(&dir.join(name), &read(&parent.join(name))?)?;
+        }
+    }
+    Ok(())
+}
+
+/// v1 CFS limits. The kernel checks quota/period against the parent's and
+/// rejects a combination that is transiently invalid, so when the period
+/// cannot go first, set the quota first and retry the period (as runc does).
+fn set_cfs_v1(dir: &Path, period: Option<u64>, quota: Option<i64>) -> Result<(), CgroupError> {
+    let period_file = dir.join("cpu.cfs_period_us");
+    let quota_file = dir.join("cpu.cfs_quota_us");
+    let quota = quota.map(|q| if q < 0 { -1 } else { q }.to_string());
+    match period.map(|p| p.to_string()) {
+        Some(p) => match write(&period_file, &p) {
+            Ok(()) => quota.map_or(Ok(()), |q| write(&quota_file, &q)),
+            Err(first) => match quota {
+                Some(q) => {
+                    write(&quota_file, &q)?;
+                    write(&period_file, &p)
+                }
+                None => Err(first),
+            },
+        },
+        None => quota.map_or(Ok(()), |q| write(&quota_file, &q)),
+    }
+}
+
+fn apply_v2(dir: &Path, r: &Resources) -> Result<(), CgroupError> {
+    let dir = existing(dir.to_path_buf())?;
+    // A control file is missing when its controller is not enabled in the
+    // parent's subtree_control (or not compiled into the kernel).
+    let unavailable = |controller: &'static str, e: CgroupError| match e {
+        CgroupError::Write { source, .. } | CgroupError::Read { source, .. }
+            if source.kind() == io::ErrorKind::NotFound =>
+        {
+            CgroupError::ControllerUnavailable {
+                controller,
+                path: dir.clone(),
+            }
+        }
+        e => e,
+    };
+    let cpu_max = dir.join("cpu.max");
+    let max = match (r.cpu_quota, r.cpu_period) {
+        (None, None) => None,
+        (Some(q), None) => Some(quota_v2(q)),
+        (Some(q), Some(p)) => Some(format!("{} {p}", quota_v2(q))),
+        (None, Some(p)) => {
+            // cpu.max takes "quota period" together: keep the current quota.
+            let current = read(&cpu_max).map_err(|e| unavailable("cpu", e))?;
+            let quota = current.split_whitespace().next().unwrap_or("max");
+            Some(format!("{quota} {p}"))
+        }
+    };
+    if let Some(max) = max {
+        write(&cpu_max, &max).map_err(|e| unavailable("cpu", e))?;
+    }
+    if let Some(shares) = r.cpu_shares {
+        let weight = shares_to_weight(shares).to_string();
+        write(&dir.join("cpu.weight"), &weight).map_err(|e| unavailable("cpu", e))?;
+    }
+    if let Some(limit) = r.memory_limit {
+        let value = if limit < 0 {
+            "max".to_string()
+        } else {
+            limit.to_string()
+        };
+        write(&dir.join("memory.max"), &value).map_err(|e| unavailable("memory", e))?;
+    }
+    if let Some(mems) = &r.cpuset_mems {
+        write(&dir.join("cpuset.mems"), mems).map_err(|e| unavailable("cpuset", e))?;
+    }
+    if let Some(cpus) = &r.cpuset_cpus {
+        write(&dir.join("cpuset.cpus"), cpus).map_err(|e| unavailable("cpuset", e))?;
+    }
+    Ok(())
+}
+
+fn quota_v2(quota: i64) -> String {
+    if quota <= 0 {
+        "max".to_string()
+    } else {
+        quota.to_string()
+    }
+}
+
+/// runc's mapping of v1 shares [2, 262144] onto v2 weight [1, 10000].
+fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+/// Enables the pod controllers in `dir`'s `cgroup.subtree_control`, so its
+/// children get their control files. Only missing ones are written: a
+/// parent that holds processes may not enable new controllers (the v2
+/// no-internal-processes rule), but it is fine if they are already on.
+fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
+    let offered = read(&dir.join("cgroup.controllers"))?;
+    let control = dir.join("cgroup.subtree_control");
+    let enabled = read(&control)?;
+    let enabled: HashSet<&str> = enabled.split_whitespace().collect();
+    let offered: HashSet<&str> = offered.split_whitespace().collect();
+    for c in V2_CONTROLLERS {
+        if offered.contains(c) && !enabled.contains(c) {
+            write(&control, &format!("+{c}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The v1 hierarchies mounted directly under `root`, from mountinfo text;
+/// one per hierarchy (a hierarchy mounted twice shares its device number).
+fn v1_hierarchies(mountinfo: &str, root: &Path) -> Vec<Hierarchy> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        let (Some(dev), Some(mount_point), Some(&"cgroup"), Some(options)) =
+            (pre.get(2), pre.get(4), post.first(), post.get(2))
+        else {
+            continue;
+        };
+        let dir = PathBuf::from(unescape(mount_point));
+        if dir.parent() != Some(root) {
+            continue;
+        }
+        let controllers: Vec<String> = options
+            .split(',')
+            .filter(|o| V1_CONTROLLERS.contains(o))
+            .map(str::to_string)
+            .collect();
+        if controllers.is_empty() || !seen.insert(dev.to_string()) {
+            continue;
+        }
+        out.push(Hierarchy { dir, controllers });
+    }
+    out
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|o| o.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[i], octal) {
+            (b'\\', Some(o)) => {
+                out.push((o[0] - b'0') * 64 + (o[1] - b'0') * 8 + (o[2] - b'0'));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+25 1 0:22 / /sys rw - sysfs sysfs rw
+30 25 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
+31 30 0:27 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu
+32 30 0:28 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+33 30 0:29 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
+34 30 0:30 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+35 30 0:31 / /sys/fs/cgroup/net_cls,net_prio rw shared:9 - cgroup cgroup rw,net_cls,net_prio
+36 1 0:28 / /mnt/memory\\040again rw - cgroup cgroup rw,memory
+37 30 0:28 / /sys/fs/cgroup/memory2 rw - cgroup cgroup rw,memory
+";
+
+    #[test]
+    fn hierarchies_skip_named_unified_elsewhere_and_duplicates() {
+        let found = v1_hierarchies(MOUNTINFO, Path::new("/sys/fs/cgroup"));
+        let dirs: Vec<_> = found.iter().map(|h| h.dir.to_str().unwrap()).collect();
+        assert_eq!(
+            dirs,
+            [
+                "/sys/fs/cgroup/cpu",
+                "/sys/fs/cgroup/memory",
+                "/sys/fs/cgroup/net_cls,net_prio"
+            ]
+        );
+        assert_eq!(found[2].controllers, ["net_cls", "net_prio"]);
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape("/mnt/a\\040b\\134c"), "/mnt/a b\\c");
+        assert_eq!(unescape("/plain\\x"), "/plain\\x");
+        let found = v1_hierarchies(MOUNTINFO, Path::new("/mnt"));
+        assert_eq!(found[0].dir, Path::new("/mnt/memory again"));
+    }
+
+    #[test]
+    fn paths_that_leave_the_tree_are_refused() {
+        for bad in ["/kubepods/../x", "..", "/a/./b", "/a\0b", "", "/", "//"] {
+            assert!(
+                matches!(components(bad), Err(CgroupError::InvalidPath { .. })),
+                "{bad:?} accepted"
+            );
+        }
+        assert_eq!(
+            components("/kubepods//besteffort/pod1/").unwrap(),
+            ["kubepods", "besteffort", "pod1"]
+        );
+        assert_eq!(components("kubepods").unwrap(), ["kubepods"]);
+    }
+
+    #[test]
+    fn shares_map_to_weight_like_runc() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(0), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(512), 20);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(u64::MAX), 10_000);
+    }
+
+    #[test]
+    fn quota_zero_or_negative_is_unlimited() {
+        assert_eq!(quota_v2(-1), "max");
+        assert_eq!(quota_v2(0), "max");
+        assert_eq!(quota_v2(50_000), "50000");
+    }
+
+    #[test]
+    fn created_round_trips_through_json() {
+        let c = Created {
+            dirs: vec![PathBuf::from("/sys/fs/cgroup/cpu/kubepods")],
+        };
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Created>(&json).unwrap(), c);
+    }
+}
