@@ -18,6 +18,10 @@ PACKAGES=(
     util-linux                  # nsenter: tests look inside pod namespaces
     containerd                  # the peer the benchmarks compare against
     zstd
+    qemu-system-x86             # cgroup v2 tests run in a qemu guest booted with cgroup_no_v1=all
+    cpio                        # builds that guest's initramfs
+    kmod
+    xz-utils
 )
 
 die() {
