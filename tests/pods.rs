@@ -384,12 +384,27 @@ async fn hundred_cycles_leak_nothing() {
     let id = run_pod_ok(&mut c, pod_config("cycle-warm")).await;
     remove_pod(&mut c, &id).await.unwrap();
     let links = veths(&net.bridge);
+    let cg_top = format!("crius-test-cycles-{}", std::process::id());
     for i in 0..100 {
-        let id = run_pod_ok(&mut c, pod_config(&format!("cycle-{i}"))).await;
+        let mut cfg = pod_config(&format!("cycle-{i}"));
+        cfg.linux = Some(LinuxPodSandboxConfig {
+            cgroup_parent: format!("/{cg_top}/pod-{i}"),
+            ..Default::default()
+        });
+        let id = run_pod_ok(&mut c, cfg).await;
         stop_pod(&mut c, &id).await.unwrap();
         remove_pod(&mut c, &id).await.unwrap();
     }
     assert_eq!(veths(&net.bridge), links, "veths leaked");
+    let cg_dir = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        format!("/sys/fs/cgroup/{cg_top}")
+    } else {
+        format!("/sys/fs/cgroup/memory/{cg_top}")
+    };
+    assert!(
+        !std::path::Path::new(&cg_dir).exists(),
+        "cgroup dirs leaked: {cg_dir}"
+    );
     let pods = std::fs::read_dir(daemon.run_dir().join("pods"))
         .unwrap()
         .count();
@@ -520,4 +535,73 @@ async fn pod_cgroup_is_created_limited_and_removed() {
         !std::path::Path::new(&top_dir).exists(),
         "cgroup dirs crius created are removed with the pod ({top_dir})"
     );
+}
+
+#[tokio::test]
+async fn bandwidth_annotations_shape_the_pod_veth() {
+    let (net, _daemon, mut c) = setup().await;
+    let mut cfg = pod_config("shaped");
+    cfg.annotations
+        .insert("kubernetes.io/ingress-bandwidth".into(), "10M".into());
+    let id = run_pod_ok(&mut c, cfg).await;
+    let links = Command::new("ip")
+        .args(["-o", "link", "show", "master", &net.bridge])
+        .output()
+        .unwrap();
+    let veth = stdout(&links)
+        .split(':')
+        .nth(1)
+        .map(|s| s.trim().split('@').next().unwrap_or("").to_owned())
+        .unwrap_or_default();
+    let tc = Command::new("tc")
+        .args(["qdisc", "show", "dev", &veth])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&tc).contains("tbf") && stdout(&tc).contains("10Mbit"),
+        "tbf 10Mbit on the pod's host veth {veth}: {}",
+        stdout(&tc)
+    );
+    remove_pod(&mut c, &id).await.unwrap();
+
+    let mut bad = pod_config("badly-shaped");
+    bad.annotations
+        .insert("kubernetes.io/egress-bandwidth".into(), "fast".into());
+    let err = run_pod(&mut c, bad)
+        .await
+        .expect_err("bad quantity refused");
+    assert!(
+        err.message().contains("egress-bandwidth"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn update_runtime_config_stores_the_pod_cidr() {
+    let (_net, _daemon, mut c) = setup().await;
+    let update = |cidr: &str| UpdateRuntimeConfigRequest {
+        runtime_config: Some(RuntimeConfig {
+            network_config: Some(NetworkConfig {
+                pod_cidr: cidr.into(),
+            }),
+        }),
+    };
+    c.update_runtime_config(update("10.244.1.0/24"))
+        .await
+        .unwrap();
+    let st = c
+        .status(StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        st.info.get("podCIDR").map(String::as_str),
+        Some("\"10.244.1.0/24\"")
+    );
+    let err = c
+        .update_runtime_config(update("10.244.1.0"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }

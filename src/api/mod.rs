@@ -22,6 +22,9 @@ pub struct Cri {
     pub(crate) config: Arc<Config>,
     pub(crate) images: ImageManager,
     pub(crate) sandboxes: SandboxManager,
+    /// The pod CIDR kubelet last sent in UpdateRuntimeConfig (shown in
+    /// verbose Status; CNI configs carry their own ranges).
+    pub(crate) pod_cidr: Arc<std::sync::Mutex<String>>,
 }
 
 impl Cri {
@@ -30,6 +33,7 @@ impl Cri {
             config,
             images,
             sandboxes,
+            pod_cidr: Arc::default(),
         }
     }
 

@@ -95,6 +95,9 @@ pub fn pod_spec(req: cri::RunPodSandboxRequest) -> Result<PodSpec, Status> {
             format!("{:?} escapes the cgroup root", linux.cgroup_parent),
         ));
     }
+    let annotations = meta_map(cfg.annotations, "annotations")?;
+    crate::runtime::bandwidth::from_annotations(&annotations)
+        .map_err(|e| invalid("annotations", e))?;
     let mut ports = Vec::with_capacity(cfg.port_mappings.len());
     for p in cfg.port_mappings {
         let port = |v: i32, what: &str| {
@@ -133,7 +136,7 @@ pub fn pod_spec(req: cri::RunPodSandboxRequest) -> Result<PodSpec, Status> {
         }),
         port_mappings: ports,
         labels: meta_map(cfg.labels, "labels")?,
-        annotations: meta_map(cfg.annotations, "annotations")?,
+        annotations,
         cgroup_parent: linux.cgroup_parent,
         sysctls,
         network,

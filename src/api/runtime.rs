@@ -87,6 +87,15 @@ impl RuntimeService for Cri {
             let cfg = serde_json::to_string(&*self.config)
                 .map_err(|e| Status::internal(format!("Status: encoding config: {e}")))?;
             info.insert("config".to_owned(), cfg);
+            let cidr = self
+                .pod_cidr
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            info.insert(
+                "podCIDR".to_owned(),
+                serde_json::Value::String(cidr).to_string(),
+            );
         }
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
@@ -125,7 +134,13 @@ impl RuntimeService for Cri {
             .and_then(|c| c.network_config)
             .map(|n| n.pod_cidr)
             .unwrap_or_default();
+        if !cidr.is_empty() && cidr.split(',').any(|c| !valid_cidr(c.trim())) {
+            return Err(Status::invalid_argument(format!(
+                "UpdateRuntimeConfig: network_config.pod_cidr {cidr:?} is not a CIDR list"
+            )));
+        }
         tracing::info!(pod_cidr = %cidr, "runtime config updated");
+        *self.pod_cidr.lock().unwrap_or_else(|p| p.into_inner()) = cidr;
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
@@ -201,5 +216,17 @@ impl RuntimeService for Cri {
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
+    }
+}
+
+/// `10.244.0.0/24` or `fd00::/64`.
+fn valid_cidr(c: &str) -> bool {
+    let Some((ip, len)) = c.split_once('/') else {
+        return false;
+    };
+    match (ip.parse::<std::net::IpAddr>(), len.parse::<u8>()) {
+        (Ok(std::net::IpAddr::V4(_)), Ok(l)) => l <= 32,
+        (Ok(std::net::IpAddr::V6(_)), Ok(l)) => l <= 128,
+        _ => false,
     }
 }

@@ -1,6 +1,7 @@
 //! Pods and containers: the runtime domain. So far the pure parts of pod
 //! sandboxes: sysctl validation and the pod's hostname/resolv.conf/hosts.
 
+pub mod bandwidth;
 pub mod podfiles;
 pub mod sandbox;
 pub mod sysctl;

@@ -518,7 +518,10 @@ impl SandboxManager {
             dns: rec.spec.dns.as_ref().map(|d| {
                 serde_json::json!({"servers": d.servers, "searches": d.searches, "options": d.options})
             }),
-            bandwidth: None,
+            // Validated in the API layer; an unparsable value cannot get here.
+            bandwidth: super::bandwidth::from_annotations(&rec.spec.annotations)
+                .ok()
+                .flatten(),
         }
     }
 

@@ -24,7 +24,7 @@ pub struct TestNet {
 
 impl TestNet {
     pub fn new() -> TestNet {
-        for plugin in ["bridge", "host-local", "portmap"] {
+        for plugin in ["bridge", "host-local", "portmap", "bandwidth"] {
             assert!(
                 std::path::Path::new(CNI_BIN).join(plugin).exists(),
                 "CNI plugin {plugin} missing in {CNI_BIN}: install Debian's containernetworking-plugins (hack/install-deps.sh)"
@@ -69,7 +69,8 @@ impl TestNet {
                         "dataDir": self.dir.path().join("ipam"),
                     }
                 },
-                {"type": "portmap", "capabilities": {"portMappings": true}}
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+                {"type": "bandwidth", "capabilities": {"bandwidth": true}}
             ]
         });
         std::fs::write(self.conf_dir.join(file_name), conf.to_string()).unwrap();
