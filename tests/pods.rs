@@ -334,6 +334,11 @@ async fn host_network_pod_uses_no_cni_and_no_netns() {
     });
     let id = run_pod_ok(&mut c, cfg).await;
     assert!(!pod_dir(daemon.run_dir(), &id).join("ns/net").exists());
+    assert_eq!(
+        std::fs::read_to_string(pod_dir(daemon.run_dir(), &id).join("hosts")).unwrap(),
+        std::fs::read_to_string("/etc/hosts").unwrap(),
+        "host-network pods get the node's hosts file"
+    );
     let st = pod_status(&mut c, &id).await.status.unwrap();
     assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
     remove_pod(&mut c, &id).await.unwrap();

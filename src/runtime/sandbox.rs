@@ -487,10 +487,14 @@ impl SandboxManager {
             rec.network_attached = true;
             rec.ips = result.ips;
         }
-        tryb!(
-            std::fs::write(dir.join("hosts"), podfiles::hosts(&hostname, &rec.ips))
-                .map_err(io("writing hosts"))
-        );
+        // A host-network pod sees the node's names, as under containerd.
+        let hosts = if host_net {
+            std::fs::read_to_string("/etc/hosts")
+                .unwrap_or_else(|_| podfiles::hosts(&hostname, &[]))
+        } else {
+            podfiles::hosts(&hostname, &rec.ips)
+        };
+        tryb!(std::fs::write(dir.join("hosts"), hosts).map_err(io("writing hosts")));
         rec.state = SandboxState::Ready;
         tryb!(self.persist(&rec).await);
         Ok(rec)
