@@ -4,9 +4,11 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/containerd.rs"]
+mod peer;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::cri::{ImageClient, pull_ok, remove};
@@ -86,12 +88,9 @@ impl Drop for Containerd {
 }
 
 fn start_containerd(registry: &str) -> Option<Containerd> {
-    let bin = ["/usr/bin/containerd", "/usr/local/bin/containerd"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())?;
+    let bin = peer::binary()?;
     let dir = tempfile::tempdir().ok()?;
     let d = dir.path();
-    let socket = d.join("containerd.sock");
     let cfg = format!(
         r#"version = 2
 root = "{root}"
@@ -103,21 +102,9 @@ state = "{state}"
 "#,
         root = d.join("root").display(),
         state = d.join("state").display(),
-        sock = socket.display(),
+        sock = d.join("containerd.sock").display(),
     );
-    std::fs::write(d.join("config.toml"), cfg).ok()?;
-    let log = std::fs::File::create(d.join("containerd.log")).ok()?;
-    let child = Command::new(bin)
-        .arg("--config")
-        .arg(d.join("config.toml"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (child, socket) = peer::spawn(bin, d, &cfg)?;
     Some(Containerd {
         child,
         _dir: dir,

@@ -7,10 +7,12 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/containerd.rs"]
+mod peer;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -253,9 +255,7 @@ impl Drop for Containerd {
 }
 
 fn start_containerd(registry: &str, pause: &str, cni_conf_dir: &Path) -> Option<Containerd> {
-    let bin = ["/usr/bin/containerd", "/usr/local/bin/containerd"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())?;
+    let bin = peer::binary()?;
     let dir = tempfile::Builder::new()
         .prefix("crius-bench-containerd-")
         .tempdir()
@@ -295,20 +295,8 @@ state = "{state}"
         bin_dir = common::net::CNI_BIN,
         conf_dir = cni_conf_dir.display(),
     );
-    std::fs::write(d.join("config.toml"), cfg).ok()?;
-    let log = std::fs::File::create(d.join("containerd.log")).ok()?;
     let created = host_dirs().into_iter().filter(|p| !p.exists()).collect();
-    let child = Command::new(bin)
-        .arg("--config")
-        .arg(d.join("config.toml"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (child, socket) = peer::spawn(bin, d, &cfg)?;
     Some(Containerd {
         child,
         dir,

@@ -202,26 +202,14 @@ impl ImageManager {
         for name in dirs {
             if !known.contains(&name) {
                 let p = self.inner.layers.dir().join(&name);
-                let inflight = self
-                    .inner
-                    .inflight
-                    .lock()
-                    .map(|m| !m.is_empty())
-                    .unwrap_or(true);
-                if !inflight {
+                if !self.downloads_in_flight() {
                     tracing::info!(dir = %p.display(), "removing unrecorded layer dir");
                     std::fs::remove_dir_all(&p)
                         .map_err(ImageError::io(format!("removing {}", p.display())))?;
                 }
             }
         }
-        let inflight = self
-            .inner
-            .inflight
-            .lock()
-            .map(|m| !m.is_empty())
-            .unwrap_or(true);
-        if !inflight {
+        if !self.downloads_in_flight() {
             for (d, _) in self
                 .inner
                 .content
@@ -237,6 +225,16 @@ impl ImageManager {
             }
         }
         Ok(())
+    }
+
+    /// Whether any layer or blob download is running: its layer dir may be
+    /// in place before its record is, so GC must not judge strays then.
+    fn downloads_in_flight(&self) -> bool {
+        self.inner
+            .inflight
+            .lock()
+            .map(|m| !m.is_empty())
+            .unwrap_or(true)
     }
 
     /// Resolves an image spec to a stored image (None when absent).

@@ -1,0 +1,35 @@
+//! Starting Debian's containerd as the benchmarks' peer: its own config,
+//! root, state and socket in a temp dir, waited for until the socket exists.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The containerd binary, if installed.
+pub fn binary() -> Option<&'static str> {
+    ["/usr/bin/containerd", "/usr/local/bin/containerd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+}
+
+/// Writes `config` (which must use `dir` for root, state and
+/// `dir/containerd.sock` for the socket) and starts containerd; returns the
+/// child and the socket once it exists (at most 20 s), logging to
+/// `dir/containerd.log`.
+pub fn spawn(bin: &str, dir: &Path, config: &str) -> Option<(Child, PathBuf)> {
+    let socket = dir.join("containerd.sock");
+    std::fs::write(dir.join("config.toml"), config).ok()?;
+    let log = std::fs::File::create(dir.join("containerd.log")).ok()?;
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some((child, socket))
+}
