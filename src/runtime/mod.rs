@@ -3,5 +3,7 @@
 
 pub mod bandwidth;
 pub mod podfiles;
+pub mod process;
 pub mod sandbox;
 pub mod sysctl;
+pub mod user;
