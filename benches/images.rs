@@ -23,14 +23,7 @@ struct Peer {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    peer::proc_kib(pid, "status", "VmRSS")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

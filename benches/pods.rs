@@ -171,14 +171,7 @@ fn shims_of(table: &HashMap<u32, Proc>, dir: &Path) -> Vec<u32> {
 }
 
 fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Pss:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    peer::proc_kib(pid, "smaps_rollup", "Pss")
 }
 
 /// The runtime's processes: the daemon, its shims (containerd) and every

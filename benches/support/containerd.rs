@@ -33,3 +33,16 @@ pub fn spawn(bin: &str, dir: &Path, config: &str) -> Option<(Child, PathBuf)> {
     }
     Some((child, socket))
 }
+
+/// A `<field>: <n> kB` line of `/proc/<pid>/<file>` (e.g. `status`/`VmRSS`,
+/// `smaps_rollup`/`Pss`), 0 when the process or line is gone.
+pub fn proc_kib(pid: u32, file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
