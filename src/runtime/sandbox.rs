@@ -198,6 +198,19 @@ fn stop_infra(rec: &SandboxRecord) {
     }
 }
 
+/// Runs a lifecycle verb in its own task: if kubelet gives up on the RPC
+/// (its future is dropped), the verb still finishes or rolls back, instead
+/// of stopping half-way with namespaces pinned, an IP held by CNI and the
+/// name reserved by no record.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, SandboxError>> + Send + 'static,
+) -> Result<T, SandboxError> {
+    use tracing::Instrument as _;
+    tokio::spawn(work.in_current_span())
+        .await
+        .map_err(|e| SandboxError::Internal(format!("pod task: {e}")))?
+}
+
 fn name_key(s: &PodSpec) -> String {
     format!("{}_{}_{}_{}", s.name, s.namespace, s.uid, s.attempt)
 }
@@ -337,6 +350,11 @@ impl SandboxManager {
     /// RunPodSandbox. Everything built is undone if a later step fails.
     #[tracing::instrument(skip_all, fields(pod = %spec.name, namespace = %spec.namespace))]
     pub async fn run(&self, spec: PodSpec) -> Result<PodSandboxId, SandboxError> {
+        let me = self.clone();
+        detached(async move { me.run_inner(spec).await }).await
+    }
+
+    async fn run_inner(&self, spec: PodSpec) -> Result<PodSandboxId, SandboxError> {
         if !(spec.runtime_handler.is_empty() || spec.runtime_handler == "crius") {
             return Err(SandboxError::UnknownHandler(spec.runtime_handler));
         }
@@ -571,6 +589,11 @@ impl SandboxManager {
     /// Unknown pods are success (CRI: idempotent).
     #[tracing::instrument(skip_all, fields(pod = id))]
     pub async fn stop(&self, id: &str) -> Result<(), SandboxError> {
+        let (me, id) = (self.clone(), id.to_owned());
+        detached(async move { me.stop_inner(&id).await }).await
+    }
+
+    async fn stop_inner(&self, id: &str) -> Result<(), SandboxError> {
         let Some(id) = self.resolve(id)? else {
             return Ok(());
         };
@@ -611,10 +634,15 @@ impl SandboxManager {
     /// the record, and frees the name. Unknown pods are success.
     #[tracing::instrument(skip_all, fields(pod = id))]
     pub async fn remove(&self, id: &str) -> Result<(), SandboxError> {
+        let (me, id) = (self.clone(), id.to_owned());
+        detached(async move { me.remove_inner(&id).await }).await
+    }
+
+    async fn remove_inner(&self, id: &str) -> Result<(), SandboxError> {
         let Some(pid) = self.resolve(id)? else {
             return Ok(());
         };
-        self.stop(pid.as_str()).await?;
+        self.stop_inner(pid.as_str()).await?;
         let guard = self.pod_lock(&pid);
         let _g = guard.lock().await;
         let Some(rec) = lock(&self.inner.pods).get(&pid).cloned() else {
