@@ -4,7 +4,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "support/containerd.rs"]
+#[path = "support/peer.rs"]
 mod peer;
 
 use std::path::PathBuf;
@@ -200,14 +200,8 @@ async fn main() {
     };
 
     println!("\nimage pull benchmark: median of {ROUNDS} rounds, loopback registry, times in ms\n");
-    println!(
-        "{:<26} {:>10} {:>12} {:>8}",
-        "", "crius", "containerd", "ratio"
-    );
-    let row = |what: &str, a: f64, b: Option<f64>| match b {
-        Some(b) => println!("{what:<26} {a:>10.1} {b:>12.1} {:>8.2}", a / b),
-        None => println!("{what:<26} {a:>10.1} {:>12} {:>8}", "-", "-"),
-    };
+    peer::header(26);
+    let row = |what: &str, a: f64, b: Option<f64>| peer::row(26, what, a, b);
     for (i, (label, ms)) in crius_fig.cold.iter().enumerate() {
         row(
             &format!("cold {label}"),

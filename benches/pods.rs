@@ -7,7 +7,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "support/containerd.rs"]
+#[path = "support/peer.rs"]
 mod peer;
 
 use std::collections::{HashMap, HashSet};
@@ -510,14 +510,8 @@ fn report(a: &Figures, b: Option<&Figures>) {
     println!(
         "\npod sandbox benchmark: {SEQUENTIAL} sequential cycles; {ROUNDS} rounds of {CONCURRENT} concurrent cycles; times in ms\n"
     );
-    println!(
-        "{:<40} {:>10} {:>12} {:>8}",
-        "", "crius", "containerd", "ratio"
-    );
-    let row = |what: &str, x: f64, y: Option<f64>| match y {
-        Some(y) => println!("{what:<40} {x:>10.1} {y:>12.1} {:>8.2}", x / y),
-        None => println!("{what:<40} {x:>10.1} {:>12} {:>8}", "-", "-"),
-    };
+    peer::header(40);
+    let row = |what: &str, x: f64, y: Option<f64>| peer::row(40, what, x, y);
     type Pick = fn(&Figures) -> &Vec<f64>;
     let series: [(&str, Pick); 5] = [
         ("sequential RunPodSandbox", |f| &f.seq_run),

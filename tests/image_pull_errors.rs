@@ -33,6 +33,18 @@ async fn assert_nothing_kept(daemon: &Daemon, client: &mut ImageClient, what: &s
     );
 }
 
+/// A fresh daemon's pull of `reference` fails naming the digest and keeps nothing.
+async fn pull_fails_on_digest(reference: &str, what: &str) {
+    let daemon = Daemon::start("");
+    let mut client = daemon.image_client().await;
+    let err = pull_err(&mut client, reference, None).await;
+    assert!(
+        err.message().to_lowercase().contains("digest"),
+        "error should say the digest did not match: {err:?}"
+    );
+    assert_nothing_kept(&daemon, &mut client, what).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_layer_blob_fails_with_digest_error_and_keeps_nothing() {
     let registry = Registry::start();
@@ -42,14 +54,7 @@ async fn corrupted_layer_blob_fails_with_digest_error_and_keeps_nothing() {
     let pushed = push(&registry, "corrupt", "latest", &image).await;
     registry.corrupt_blob(&image.layers[0].digest, 100_000);
 
-    let daemon = Daemon::start("");
-    let mut client = daemon.image_client().await;
-    let err = pull_err(&mut client, &pushed.reference, None).await;
-    assert!(
-        err.message().to_lowercase().contains("digest"),
-        "error should say the digest did not match: {err:?}"
-    );
-    assert_nothing_kept(&daemon, &mut client, "corrupted layer").await;
+    pull_fails_on_digest(&pushed.reference, "corrupted layer").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,14 +73,7 @@ async fn corrupted_config_blob_fails_with_digest_error() {
         .expect("label value in config");
     registry.set_blob_byte(&image.config_digest, offset, b'b');
 
-    let daemon = Daemon::start("");
-    let mut client = daemon.image_client().await;
-    let err = pull_err(&mut client, &pushed.reference, None).await;
-    assert!(
-        err.message().to_lowercase().contains("digest"),
-        "error should say the digest did not match: {err:?}"
-    );
-    assert_nothing_kept(&daemon, &mut client, "corrupted config").await;
+    pull_fails_on_digest(&pushed.reference, "corrupted config").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -91,13 +91,18 @@ impl Catalog {
     fn lookup_reference(&self, r: &Reference) -> Option<ImageId> {
         if let Some(d) = r.digest() {
             let want = r.with_digest(d);
+            let name = r.name();
             return self
                 .images
                 .values()
                 .find(|i| {
+                    // Pulled through an index, the image is recorded under the
+                    // index digest; its platform manifest's digest names it too.
                     i.repo_digests.contains(&want)
                         || (i.manifest == *d
-                            && i.repo_digests.iter().any(|x| x.starts_with(&r.name())))
+                            && i.repo_digests
+                                .iter()
+                                .any(|x| x.split_once('@').map(|(n, _)| n) == Some(name.as_str())))
                 })
                 .map(|i| i.id.clone());
         }
@@ -127,17 +132,25 @@ impl Catalog {
 
     /// Adds (or merges) a pulled image; a tag moves from whatever image held
     /// it. Returns every record that changed, to persist.
-    pub fn add(&mut self, mut rec: ImageRecord) -> Vec<ImageRecord> {
+    pub fn add(&mut self, rec: ImageRecord) -> Vec<ImageRecord> {
+        let changed = self.plan_add(rec);
+        for c in &changed {
+            self.images.insert(c.id.clone(), c.clone());
+        }
+        changed
+    }
+
+    /// The records `add` would write, without changing the catalogue (the
+    /// caller persists them first, then inserts them).
+    pub fn plan_add(&self, mut rec: ImageRecord) -> Vec<ImageRecord> {
         let mut changed = Vec::new();
-        for other in self.images.values_mut() {
-            if other.id == rec.id {
+        for other in self.images.values() {
+            if other.id == rec.id || !other.repo_tags.iter().any(|t| rec.repo_tags.contains(t)) {
                 continue;
             }
-            let before = other.repo_tags.len();
+            let mut other = other.clone();
             other.repo_tags.retain(|t| !rec.repo_tags.contains(t));
-            if other.repo_tags.len() != before {
-                changed.push(other.clone());
-            }
+            changed.push(other);
         }
         if let Some(old) = self.images.get(&rec.id) {
             rec.created_ns = old.created_ns;
@@ -154,7 +167,6 @@ impl Catalog {
         }
         rec.repo_tags.sort();
         rec.repo_digests.sort();
-        self.images.insert(rec.id.clone(), rec.clone());
         changed.push(rec);
         changed
     }

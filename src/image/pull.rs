@@ -103,7 +103,6 @@ impl ImageManager {
                     &manifest_bytes,
                     index,
                     &chains,
-                    &config_bytes,
                 )
                 .await
             }
@@ -341,7 +340,6 @@ impl ImageManager {
         manifest_bytes: &[u8],
         index: Option<(Digest, bytes::Bytes)>,
         chains: &[ChainId],
-        _config_bytes: &[u8],
     ) -> Result<(), ImageError> {
         let _g = self.inner.commit.lock().await;
         let content = self.inner.content.clone();
@@ -373,14 +371,9 @@ impl ImageManager {
             user: config.user().to_owned(),
             created_ns: now_ns(),
         };
-        let changed = {
-            let cat = self.catalog();
-            // Compute on a copy: the catalogue changes only after the store commits.
-            let mut scratch = crate::image::catalog::Catalog::default();
-            scratch.images = cat.images.clone();
-            drop(cat);
-            scratch.add(rec)
-        };
+        // The catalogue changes only after the store commits (the commit
+        // lock keeps the plan valid until then).
+        let changed = self.catalog().plan_add(rec);
         let mut writes = Vec::with_capacity(changed.len());
         for c in &changed {
             let v = serde_json::to_vec(c).map_err(|e| ImageError::Internal(e.to_string()))?;

@@ -35,10 +35,11 @@ pub const MANIFEST_SIZE_LIMIT: u64 = 4 << 20;
 const ERROR_BODY_LIMIT: u64 = 64 << 10;
 const TOKEN_BODY_LIMIT: u64 = 1 << 20;
 
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub use super::manifest::{
+    DOCKER_LIST as DOCKER_MANIFEST_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
+};
+// The same four types as one Accept header (a const can't be built from
+// the constants above without a macro).
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
      application/vnd.oci.image.manifest.v1+json, \
      application/vnd.docker.distribution.manifest.list.v2+json, \

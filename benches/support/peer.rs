@@ -1,4 +1,5 @@
-//! Starting Debian's containerd as the benchmarks' peer: its own config,
+//! The benchmarks' peer (Debian's containerd) and their shared output:
+//! starting containerd with its own config,
 //! root, state and socket in a temp dir, waited for until the socket exists.
 
 use std::path::{Path, PathBuf};
@@ -45,4 +46,20 @@ pub fn proc_kib(pid: u32, file: &str, field: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// One table row: crius's figure, the peer's (if it ran) and their ratio.
+pub fn row(width: usize, what: &str, ours: f64, peer: Option<f64>) {
+    match peer {
+        Some(p) => println!("{what:<width$} {ours:>10.1} {p:>12.1} {:>8.2}", ours / p),
+        None => println!("{what:<width$} {ours:>10.1} {:>12} {:>8}", "-", "-"),
+    }
+}
+
+/// The table's header line.
+pub fn header(width: usize) {
+    println!(
+        "{:<width$} {:>10} {:>12} {:>8}",
+        "", "crius", "containerd", "ratio"
+    );
 }
