@@ -42,6 +42,7 @@ pub struct Config {
     pub image: ImageConfig,
     pub cni: CniConfig,
     pub pod: PodConfig,
+    pub runtime: RuntimeConfig,
 }
 
 impl Default for Config {
@@ -56,6 +57,7 @@ impl Default for Config {
             image: ImageConfig::default(),
             cni: CniConfig::default(),
             pod: PodConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
 }
@@ -161,6 +163,56 @@ impl Default for PodConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Longest CRI log record; longer lines are split into partial records.
+    pub max_log_line_bytes: usize,
+    /// Runtime handlers by name (the pod's `runtime_handler`). "" and
+    /// "crius" always mean the built-in executor.
+    pub handlers: BTreeMap<String, HandlerConfig>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            max_log_line_bytes: 16 * 1024,
+            handlers: BTreeMap::new(),
+        }
+    }
+}
+
+/// One runtime handler.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandlerConfig {
+    /// An OCI runtime binary (runc, crun, youki) driven with the same spec
+    /// and monitor; empty = the built-in executor.
+    pub runtime_path: PathBuf,
+}
+
+impl RuntimeConfig {
+    /// The external runtime of `handler` (None = built-in); Err if the
+    /// handler is not configured.
+    pub fn handler(&self, handler: &str) -> Result<Option<&Path>, String> {
+        if handler.is_empty() || handler == BUILTIN_HANDLER {
+            return Ok(None);
+        }
+        match self.handlers.get(handler) {
+            Some(h) if h.runtime_path.as_os_str().is_empty() => Ok(None),
+            Some(h) => Ok(Some(&h.runtime_path)),
+            None => {
+                let mut known = vec!["\"\"".to_owned(), format!("{BUILTIN_HANDLER:?}")];
+                known.extend(self.handlers.keys().map(|k| format!("{k:?}")));
+                Err(known.join(", "))
+            }
+        }
+    }
+}
+
+/// The name of the built-in handler.
+pub const BUILTIN_HANDLER: &str = "crius";
+
 impl Config {
     /// Loads `path`. `explicit` says the user named the file: then a missing
     /// file is an error, otherwise it means built-in defaults.
@@ -235,6 +287,17 @@ impl Config {
         if self.pod.shm_size_bytes < 4096 {
             return invalid("pod.shm_size_bytes", "must be at least 4096");
         }
+        if self.runtime.max_log_line_bytes < 256 {
+            return invalid("runtime.max_log_line_bytes", "must be at least 256");
+        }
+        for (name, h) in &self.runtime.handlers {
+            if !h.runtime_path.as_os_str().is_empty() && !h.runtime_path.is_absolute() {
+                return invalid(
+                    &format!("runtime.handlers.\"{name}\".runtime_path"),
+                    "must be an absolute path",
+                );
+            }
+        }
         for (host, endpoints) in &self.image.mirrors {
             for ep in endpoints {
                 if !(ep.starts_with("http://") || ep.starts_with("https://")) {
@@ -306,6 +369,15 @@ bin_dirs = [{cnibins}]
 [pod]
 # Size of each pod's /dev/shm (tmpfs shared by the pod's containers), bytes.
 shm_size_bytes = {shm}
+
+[runtime]
+# Longest container log record; longer lines become partial (P) records.
+max_log_line_bytes = {maxline}
+
+# Runtime handlers (a pod's runtime_handler). "" and "crius" are the
+# built-in executor; others may name an OCI runtime binary:
+[runtime.handlers]
+# runc = {{ runtime_path = "/usr/bin/runc" }}
 "#,
         socket = q(&d.socket),
         state = q(&d.state_dir),
@@ -326,6 +398,7 @@ shm_size_bytes = {shm}
             .collect::<Vec<_>>()
             .join(", "),
         shm = d.pod.shm_size_bytes,
+        maxline = d.runtime.max_log_line_bytes,
     )
 }
 

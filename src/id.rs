@@ -104,56 +104,71 @@ pub fn chain_id(parent: Option<&ChainId>, diff_id: &Digest) -> ChainId {
     }
 }
 
-/// A pod sandbox id: 64 lowercase hex characters, random.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct PodSandboxId(String);
+/// Defines a random 64-hex-character object id (pods, containers): parsed
+/// once, safe as a path component, serialised as its string.
+macro_rules! random_hex_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
 
-impl PodSandboxId {
-    pub fn parse(s: &str) -> Result<Self, IdError> {
-        if is_hex64(s) {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(IdError::Hex(s.to_owned()))
+        impl $name {
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                if is_hex64(s) {
+                    Ok(Self(s.to_owned()))
+                } else {
+                    Err(IdError::Hex(s.to_owned()))
+                }
+            }
+
+            /// A fresh random id (256 bits from the kernel's CSPRNG).
+            pub fn random() -> std::io::Result<Self> {
+                let mut b = [0u8; 32];
+                std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
+                Ok(Self(hex::encode(b)))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
         }
-    }
 
-    /// A fresh random id (256 bits from the kernel's CSPRNG).
-    pub fn random() -> std::io::Result<Self> {
-        let mut b = [0u8; 32];
-        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
-        Ok(Self(hex::encode(b)))
-    }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.0)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::parse(&s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(d: $name) -> String {
+                d.0
+            }
+        }
+    };
 }
 
-impl fmt::Display for PodSandboxId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for PodSandboxId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PodSandboxId({})", self.0)
-    }
-}
-
-impl TryFrom<String> for PodSandboxId {
-    type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        Self::parse(&s)
-    }
-}
-
-impl From<PodSandboxId> for String {
-    fn from(d: PodSandboxId) -> String {
-        d.0
-    }
-}
+random_hex_id!(
+    /// A pod sandbox id: 64 lowercase hex characters, random.
+    PodSandboxId
+);
+random_hex_id!(
+    /// A container id: 64 lowercase hex characters, random.
+    ContainerId
+);
 
 /// A lookup key typed by a user: a full id or a unique prefix of one
 /// (crictl accepts short ids). Lowercase hex only, 1..=64 characters.

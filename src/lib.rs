@@ -7,6 +7,7 @@ pub mod api;
 pub mod config;
 pub mod id;
 pub mod image;
+pub mod monitor;
 pub mod network;
 pub mod runtime;
 pub mod server;

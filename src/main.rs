@@ -47,6 +47,9 @@ enum Command {
     /// Internal: pid 1 of a pod's PID namespace (started by pinns).
     #[command(hide = true)]
     Infra,
+    /// Internal: a container's monitor (started by the daemon).
+    #[command(hide = true)]
+    Monitor { bundle: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         // No runtime or thread exists yet: the helper unshares namespaces.
         Command::Pinns => return crius::sys::namespace::pinns_main(),
         Command::Infra => return crius::sys::infra::infra_main(),
+        Command::Monitor { bundle } => return crius::monitor::main(&bundle),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

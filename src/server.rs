@@ -16,8 +16,10 @@ use crate::api::Cri;
 use crate::config::Config;
 use crate::image::{ImageError, ImageManager};
 use crate::network::{Cni, CniSettings};
+use crate::runtime::container::{ContainerError, ContainerManager, stored_layer_pins};
 use crate::runtime::sandbox::{SandboxError, SandboxManager};
 use crate::store::{Store, StoreError};
+use crate::sys::mount;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -48,6 +50,8 @@ pub enum ServerError {
     Image(#[from] ImageError),
     #[error("pod sandboxes: {0}")]
     Sandbox(#[from] SandboxError),
+    #[error("containers: {0}")]
+    Container(#[from] ContainerError),
     #[error("gRPC server: {0}")]
     Serve(String),
 }
@@ -108,7 +112,8 @@ impl Daemon {
             }
         })?;
         let store = Arc::new(Store::open(&config.store_path())?);
-        let images = ImageManager::open(&config.image, store.clone(), &config.state_dir)?;
+        let in_use = stored_layer_pins(&store);
+        let images = ImageManager::open(&config.image, store.clone(), &config.state_dir, &in_use)?;
         let cni = Cni::new(CniSettings::new(
             config.cni.conf_dir.clone(),
             config.cni.bin_dirs.clone(),
@@ -118,10 +123,33 @@ impl Daemon {
             path: PathBuf::from("/proc/self/exe"),
             source,
         })?;
-        let sandboxes =
-            SandboxManager::open(exe, &config.run_dir, store, cni, config.pod.shm_size_bytes)?;
+        // Helpers and monitors run from a read-only bind of our binary: a
+        // container reaching it through /proc/<pid>/exe cannot open it for
+        // writing (runc CVE-2019-5736).
+        let ro_exe = config.run_dir.join("crius");
+        mount::bind_file_readonly(&exe, &ro_exe).map_err(|source| ServerError::Dir {
+            path: ro_exe.clone(),
+            source,
+        })?;
+        let sandboxes = SandboxManager::open(
+            ro_exe.clone(),
+            &config.run_dir,
+            store.clone(),
+            cni,
+            config.pod.shm_size_bytes,
+            config.runtime.clone(),
+        )?;
+        let containers = ContainerManager::open(
+            ro_exe,
+            &config.run_dir,
+            &config.state_dir,
+            store,
+            images.clone(),
+            sandboxes.clone(),
+            config.runtime.clone(),
+        )?;
         Ok(Self {
-            cri: Cri::new(config, images, sandboxes),
+            cri: Cri::new(config, images, sandboxes, containers),
             _lock: lock,
         })
     }
@@ -176,6 +204,7 @@ impl Daemon {
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
                 let _ = rx.await;
             });
+        self.cri.containers.resume().await;
         tracing::info!(socket = %socket.display(), "crius serving CRI");
         tokio::pin!(server);
         let result = tokio::select! {

@@ -1,6 +1,7 @@
 //! The gRPC edge: the only module that sees tonic/prost types. Handlers are
 //! thin: validate and convert the request, call the domain, convert back.
 
+mod container;
 mod convert;
 mod image;
 mod pod;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::image::ImageManager;
+use crate::runtime::container::ContainerManager;
 use crate::runtime::sandbox::SandboxManager;
 
 pub use k8s_cri::v1::image_service_server::ImageServiceServer;
@@ -22,17 +24,24 @@ pub struct Cri {
     pub(crate) config: Arc<Config>,
     pub(crate) images: ImageManager,
     pub(crate) sandboxes: SandboxManager,
+    pub(crate) containers: ContainerManager,
     /// The pod CIDR kubelet last sent in UpdateRuntimeConfig (shown in
     /// verbose Status; CNI configs carry their own ranges).
     pub(crate) pod_cidr: Arc<std::sync::Mutex<String>>,
 }
 
 impl Cri {
-    pub fn new(config: Arc<Config>, images: ImageManager, sandboxes: SandboxManager) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        images: ImageManager,
+        sandboxes: SandboxManager,
+        containers: ContainerManager,
+    ) -> Self {
         Self {
             config,
             images,
             sandboxes,
+            containers,
             pod_cidr: Arc::default(),
         }
     }

@@ -18,16 +18,21 @@ use crate::sys::cgroup::Resources;
 const MAX_META: usize = 64 << 10;
 
 fn invalid(what: &str, why: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("RunPodSandbox: {what}: {why}"))
+    invalid_in("RunPodSandbox", what, why)
 }
 
-fn ns_mode(v: i32, what: &str) -> Result<NsMode, Status> {
+/// InvalidArgument naming the RPC and the field: `RPC: field: why`.
+pub(super) fn invalid_in(rpc: &str, what: &str, why: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{rpc}: {what}: {why}"))
+}
+
+pub(super) fn ns_mode(v: i32, rpc: &str, what: &str) -> Result<NsMode, Status> {
     match cri::NamespaceMode::try_from(v) {
         Ok(cri::NamespaceMode::Pod) => Ok(NsMode::Pod),
         Ok(cri::NamespaceMode::Container) => Ok(NsMode::Container),
         Ok(cri::NamespaceMode::Node) => Ok(NsMode::Node),
         Ok(cri::NamespaceMode::Target) => Ok(NsMode::Target),
-        Err(_) => Err(invalid(what, format!("unknown namespace mode {v}"))),
+        Err(_) => Err(invalid_in(rpc, what, format!("unknown namespace mode {v}"))),
     }
 }
 
@@ -40,10 +45,18 @@ fn ns_mode_out(m: NsMode) -> i32 {
     }
 }
 
-fn meta_map(m: HashMap<String, String>, what: &str) -> Result<BTreeMap<String, String>, Status> {
+pub(super) fn meta_map(
+    m: HashMap<String, String>,
+    rpc: &str,
+    what: &str,
+) -> Result<BTreeMap<String, String>, Status> {
     for (k, v) in &m {
         if k.is_empty() || k.len() > MAX_META || v.len() > MAX_META {
-            return Err(invalid(what, format!("key {k:?} is empty or too long")));
+            return Err(invalid_in(
+                rpc,
+                what,
+                format!("key {k:?} is empty or too long"),
+            ));
         }
     }
     Ok(m.into_iter().collect())
@@ -76,9 +89,9 @@ pub fn pod_spec(req: cri::RunPodSandboxRequest) -> Result<PodSpec, Status> {
         .as_ref()
         .and_then(|s| s.namespace_options.clone())
         .unwrap_or_default();
-    let network = ns_mode(ns.network, "namespace_options.network")?;
-    let pid = ns_mode(ns.pid, "namespace_options.pid")?;
-    let ipc = ns_mode(ns.ipc, "namespace_options.ipc")?;
+    let network = ns_mode(ns.network, "RunPodSandbox", "namespace_options.network")?;
+    let pid = ns_mode(ns.pid, "RunPodSandbox", "namespace_options.pid")?;
+    let ipc = ns_mode(ns.ipc, "RunPodSandbox", "namespace_options.ipc")?;
     for (what, m) in [("network", network), ("ipc", ipc)] {
         if !matches!(m, NsMode::Pod | NsMode::Node) {
             return Err(invalid(
@@ -95,7 +108,7 @@ pub fn pod_spec(req: cri::RunPodSandboxRequest) -> Result<PodSpec, Status> {
             format!("{:?} escapes the cgroup root", linux.cgroup_parent),
         ));
     }
-    let annotations = meta_map(cfg.annotations, "annotations")?;
+    let annotations = meta_map(cfg.annotations, "RunPodSandbox", "annotations")?;
     crate::runtime::bandwidth::from_annotations(&annotations)
         .map_err(|e| invalid("annotations", e))?;
     let mut ports = Vec::with_capacity(cfg.port_mappings.len());
@@ -135,7 +148,7 @@ pub fn pod_spec(req: cri::RunPodSandboxRequest) -> Result<PodSpec, Status> {
             options: d.options,
         }),
         port_mappings: ports,
-        labels: meta_map(cfg.labels, "labels")?,
+        labels: meta_map(cfg.labels, "RunPodSandbox", "labels")?,
         annotations,
         cgroup_parent: linux.cgroup_parent,
         sysctls,
@@ -183,7 +196,7 @@ fn metadata(r: &SandboxRecord) -> cri::PodSandboxMetadata {
     }
 }
 
-fn to_map(m: &BTreeMap<String, String>) -> HashMap<String, String> {
+pub(super) fn to_map(m: &BTreeMap<String, String>) -> HashMap<String, String> {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 

@@ -157,6 +157,9 @@ impl RuntimeService for Cri {
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
         let id = req.into_inner().pod_sandbox_id;
         tracing::Span::current().record("id", id.as_str());
+        // kubelet stops the containers itself (with their grace periods)
+        // before StopPodSandbox; whatever is still running is killed.
+        self.containers.stop_pod(&id, 0).await?;
         self.sandboxes.stop(&id).await?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
@@ -167,6 +170,7 @@ impl RuntimeService for Cri {
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
         let id = req.into_inner().pod_sandbox_id;
         tracing::Span::current().record("id", id.as_str());
+        self.containers.remove_pod(&id).await?;
         self.sandboxes.remove(&id).await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
@@ -185,6 +189,62 @@ impl RuntimeService for Cri {
         self.list_pods(req.into_inner()).await
     }
 
+    async fn create_container(
+        &self,
+        req: Request<cri::CreateContainerRequest>,
+    ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        self.container_create(req.into_inner()).await
+    }
+
+    async fn start_container(
+        &self,
+        req: Request<cri::StartContainerRequest>,
+    ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        self.container_start(req.into_inner()).await
+    }
+
+    async fn stop_container(
+        &self,
+        req: Request<cri::StopContainerRequest>,
+    ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        self.container_stop(req.into_inner()).await
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<cri::RemoveContainerRequest>,
+    ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        self.container_remove(req.into_inner()).await
+    }
+
+    async fn list_containers(
+        &self,
+        req: Request<cri::ListContainersRequest>,
+    ) -> Result<Response<cri::ListContainersResponse>, Status> {
+        self.containers_list(req.into_inner()).await
+    }
+
+    async fn container_status(
+        &self,
+        req: Request<cri::ContainerStatusRequest>,
+    ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        self.container_status_of(req.into_inner()).await
+    }
+
+    async fn update_container_resources(
+        &self,
+        req: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        self.container_update(req.into_inner()).await
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<cri::ReopenContainerLogRequest>,
+    ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        self.container_reopen_log(req.into_inner()).await
+    }
+
     type GetContainerEventsStream = EventStream;
 
     async fn get_container_events(
@@ -197,14 +257,6 @@ impl RuntimeService for Cri {
     }
 
     unimplemented_rpcs! {
-        create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer";
-        start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer";
-        stop_container(StopContainerRequest) -> StopContainerResponse = "StopContainer";
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse = "RemoveContainer";
-        list_containers(ListContainersRequest) -> ListContainersResponse = "ListContainers";
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse = "ContainerStatus";
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
         exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync";
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";

@@ -5,6 +5,7 @@ use tonic::{Code, Status};
 use crate::image::ImageError;
 use crate::image::layers::LayerError;
 use crate::image::registry::RegistryError;
+use crate::runtime::container::ContainerError;
 use crate::runtime::sandbox::SandboxError;
 
 impl From<ImageError> for Status {
@@ -22,7 +23,7 @@ impl From<SandboxError> for Status {
             | SandboxError::Ambiguous { .. }
             | SandboxError::Sysctl(_)
             | SandboxError::PodFile(_)
-            | SandboxError::UnknownHandler(_) => Code::InvalidArgument,
+            | SandboxError::UnknownHandler { .. } => Code::InvalidArgument,
             SandboxError::NameReserved { .. } => Code::AlreadyExists,
             SandboxError::NotFound(_) => Code::NotFound,
             SandboxError::NoCgroups { .. } => Code::FailedPrecondition,
@@ -32,6 +33,26 @@ impl From<SandboxError> for Status {
             | SandboxError::Io { .. }
             | SandboxError::Store(_)
             | SandboxError::Internal(_) => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+impl From<ContainerError> for Status {
+    fn from(e: ContainerError) -> Status {
+        let code = match &e {
+            ContainerError::Invalid(_)
+            | ContainerError::Ambiguous { .. }
+            | ContainerError::Id(_) => Code::InvalidArgument,
+            ContainerError::NotFound(_)
+            | ContainerError::PodNotFound(_)
+            | ContainerError::ImageNotFound(_) => Code::NotFound,
+            ContainerError::NameReserved { .. } => Code::AlreadyExists,
+            ContainerError::PodNotReady(_) | ContainerError::State { .. } => {
+                Code::FailedPrecondition
+            }
+            ContainerError::Failed { .. } => Code::Unknown,
+            ContainerError::Store(_) | ContainerError::Internal(_) => Code::Internal,
         };
         Status::new(code, e.to_string())
     }

@@ -14,7 +14,7 @@ use super::error::ImageError;
 use super::layers::LayerStore;
 use super::registry::RegistryClient;
 use crate::config::ImageConfig;
-use crate::id::{Digest, ImageId};
+use crate::id::{ChainId, Digest, ImageId};
 use crate::store::{Store, Table, Write};
 
 /// Result of a merged download: every waiter gets the same outcome.
@@ -69,10 +69,14 @@ impl ImageManager {
     /// Opens the image service over `state_dir`: loads the catalogue, removes
     /// what a crash left half-done (temp files, layers and blobs nothing
     /// refers to). Blocking; call before serving.
+    ///
+    /// `in_use` are the layers of existing containers: start-up GC keeps
+    /// them even when no image names them any more.
     pub fn open(
         cfg: &ImageConfig,
         store: Arc<Store>,
         state_dir: &Path,
+        in_use: &[ChainId],
     ) -> Result<Self, ImageError> {
         let tmp = state_dir.join("tmp");
         // Everything in tmp/ belongs to a pull that died with the daemon.
@@ -121,8 +125,52 @@ impl ImageManager {
                 containers_dir,
             }),
         };
+        mgr.catalog().pin(in_use);
         mgr.recover()?;
         Ok(mgr)
+    }
+
+    /// The unpacked dirs of an image's layers, bottom first, for a
+    /// container's rootfs; the layers are pinned against GC until
+    /// [`Self::release_layers`].
+    pub fn use_layers(&self, id: &ImageId) -> Result<(ImageRecord, Vec<PathBuf>), ImageError> {
+        let mut cat = self.catalog();
+        let rec = cat
+            .images
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ImageError::Internal(format!("image {id} is not stored")))?;
+        if let Some(c) = rec.chain_ids.iter().find(|c| !cat.layers.contains_key(*c)) {
+            return Err(ImageError::Internal(format!(
+                "image {id}: layer {c} is missing; pull the image again"
+            )));
+        }
+        cat.pin(&rec.chain_ids);
+        let dirs = rec
+            .chain_ids
+            .iter()
+            .map(|c| self.inner.layers.path(c))
+            .collect();
+        Ok((rec, dirs))
+    }
+
+    /// Drops a container's hold on layers; layers of images removed in the
+    /// meantime are collected.
+    pub async fn release_layers(&self, chains: &[ChainId]) {
+        let orphaned = {
+            let mut cat = self.catalog();
+            cat.unpin(chains);
+            !cat.unreferenced_layers().is_empty()
+        };
+        if orphaned {
+            let _g = self.inner.commit.lock().await;
+            let me = self.clone();
+            match tokio::task::spawn_blocking(move || me.gc_blocking()).await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "collecting released layers"),
+                Err(e) => tracing::warn!(error = %e, "collecting released layers"),
+                Ok(Ok(())) => {}
+            }
+        }
     }
 
     pub(super) fn catalog(&self) -> MutexGuard<'_, Catalog> {

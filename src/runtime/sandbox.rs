@@ -25,8 +25,8 @@ pub enum SandboxError {
     Invalid(String),
     #[error("pod sandbox name {name:?} is reserved for pod {id}; remove that pod first")]
     NameReserved { name: String, id: PodSandboxId },
-    #[error("runtime handler {0:?} is not configured (known: \"\" / \"crius\")")]
-    UnknownHandler(String),
+    #[error("runtime handler {handler:?} is not configured (known: {known})")]
+    UnknownHandler { handler: String, known: String },
     #[error("pod sandbox {0:?} not found")]
     NotFound(String),
     #[error("pod sandbox id prefix {prefix:?} is ambiguous: it matches {count} pods")]
@@ -164,6 +164,7 @@ struct Inner {
     cni: Cni,
     cgroups: Option<Cgroups>,
     shm_size: u64,
+    runtime: crate::config::RuntimeConfig,
     host_resolv: PathBuf,
     pods: Mutex<BTreeMap<PodSandboxId, SandboxRecord>>,
     /// name key → id, held from RunPodSandbox until RemovePodSandbox.
@@ -228,6 +229,7 @@ impl SandboxManager {
         store: Arc<Store>,
         cni: Cni,
         shm_size: u64,
+        runtime: crate::config::RuntimeConfig,
     ) -> Result<Self, SandboxError> {
         let pods_dir = run_dir.join("pods");
         std::fs::create_dir_all(&pods_dir)
@@ -267,6 +269,7 @@ impl SandboxManager {
                 cni,
                 cgroups,
                 shm_size,
+                runtime,
                 host_resolv: PathBuf::from("/etc/resolv.conf"),
                 pods: Mutex::new(pods),
                 names: Mutex::new(names),
@@ -355,8 +358,11 @@ impl SandboxManager {
     }
 
     async fn run_inner(&self, spec: PodSpec) -> Result<PodSandboxId, SandboxError> {
-        if !(spec.runtime_handler.is_empty() || spec.runtime_handler == "crius") {
-            return Err(SandboxError::UnknownHandler(spec.runtime_handler));
+        if let Err(known) = self.inner.runtime.handler(&spec.runtime_handler) {
+            return Err(SandboxError::UnknownHandler {
+                handler: spec.runtime_handler,
+                known,
+            });
         }
         let id = PodSandboxId::random()
             .map_err(|e| SandboxError::Internal(format!("random id: {e}")))?;
@@ -386,7 +392,7 @@ impl SandboxManager {
         }
     }
 
-    fn pod_dir(&self, id: &PodSandboxId) -> PathBuf {
+    pub fn pod_dir(&self, id: &PodSandboxId) -> PathBuf {
         self.inner.pods_dir.join(id.as_str())
     }
 

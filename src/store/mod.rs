@@ -24,6 +24,7 @@ pub enum Table {
     Images,
     Layers,
     Sandboxes,
+    Containers,
 }
 
 impl Table {
@@ -32,9 +33,15 @@ impl Table {
             Table::Images => TableDefinition::new("images"),
             Table::Layers => TableDefinition::new("layers"),
             Table::Sandboxes => TableDefinition::new("sandboxes"),
+            Table::Containers => TableDefinition::new("containers"),
         }
     }
-    const ALL: [Table; 3] = [Table::Images, Table::Layers, Table::Sandboxes];
+    const ALL: [Table; 4] = [
+        Table::Images,
+        Table::Layers,
+        Table::Sandboxes,
+        Table::Containers,
+    ];
 }
 
 #[derive(Debug, thiserror::Error)]

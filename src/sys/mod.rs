@@ -7,6 +7,8 @@
 #![allow(unsafe_code)]
 
 pub mod cgroup;
+pub mod fs;
 pub mod infra;
 pub mod mount;
 pub mod namespace;
+pub mod process;

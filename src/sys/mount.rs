@@ -33,3 +33,74 @@ pub fn unmount(path: &Path) -> io::Result<()> {
         Err(e) => Err(e.into()),
     }
 }
+
+/// Mounts an overlayfs at `target`: `lowers` bottom layer first (as image
+/// chain ids are stored), a writable `upper` and its `work` dir.
+///
+/// The lower dirs are opened `O_PATH` and named `/proc/self/fd/<n>` in the
+/// options, so an image with many layers (up to ~200) fits in the one page
+/// the kernel accepts for mount data, without a `chdir` (process-wide in
+/// this multi-threaded daemon) or symlink farms.
+pub fn mount_overlay(lowers: &[&Path], upper: &Path, work: &Path, target: &Path) -> io::Result<()> {
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::Mode;
+    use std::os::fd::AsRawFd;
+    let fds = lowers
+        .iter()
+        .rev()
+        .map(|p| {
+            open(
+                *p,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let lowerdir = fds
+        .iter()
+        .map(|fd| format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .collect::<Vec<_>>()
+        .join(":");
+    let data = format!(
+        "lowerdir={lowerdir},upperdir={},workdir={}",
+        upper.display(),
+        work.display()
+    );
+    if data.len() >= 4096 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} image layers are more than one overlay mount can stack",
+                lowers.len()
+            ),
+        ));
+    }
+    nix::mount::mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(io::Error::from)
+}
+
+/// Bind-mounts the file `src` read-only onto `dst` (created empty when
+/// missing). Used for the copy of the crius binary that monitors run from:
+/// a container that reaches it through `/proc/<pid>/exe` cannot open it for
+/// writing (EROFS), which closes runc's CVE-2019-5736 for us.
+pub fn bind_file_readonly(src: &Path, dst: &Path) -> io::Result<()> {
+    if !dst.exists() {
+        std::fs::File::create(dst)?;
+    }
+    let _ = unmount(dst);
+    nix::mount::mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+    nix::mount::mount(
+        None::<&str>,
+        dst,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(io::Error::from)
+}

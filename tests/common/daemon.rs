@@ -335,9 +335,60 @@ pub fn unmount_below(dir: &Path) {
     }
 }
 
+/// Kills what containers of a test daemon left running: their processes
+/// (by cgroup) and their monitors (by command line naming the run dir).
+pub fn kill_containers(run_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(run_dir.join("containers")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path().join("launch.json")) else {
+            continue;
+        };
+        let Ok(launch) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let Some(cg) = launch["cgroup_path"].as_str() else {
+            continue;
+        };
+        for base in [
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup",
+        ] {
+            let procs = format!("{base}{cg}/cgroup.procs");
+            if let Ok(list) = std::fs::read_to_string(&procs) {
+                for pid in list.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+    let needle = run_dir.join("containers").display().to_string();
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.contains("\0monitor\0") && cmd.contains(&needle) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        kill_containers(&self.paths.run_dir);
         unmount_below(self.dir.path());
         if std::thread::panicking() {
             let log = self.log();

@@ -7,6 +7,7 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod containers;
 pub mod cri;
 pub mod daemon;
 pub mod fixtures;

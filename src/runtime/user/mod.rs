@@ -48,7 +48,7 @@ pub struct ResolvedUser {
 }
 
 /// CRI `SupplementalGroupsPolicy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum GroupsPolicy {
     /// Groups listing the user in the image's `/etc/group`, plus CRI
     /// `supplemental_groups` (Kubernetes' default).

@@ -1,0 +1,86 @@
+//! The daemon's side of `monitor.sock` (async; one request per connection).
+
+use std::path::Path;
+use std::time::Duration;
+
+use prost::Message as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use super::proto::{self, request::Kind};
+use super::{MAX_FRAME, PROTOCOL_VERSION};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nobody listens: the monitor has exited (the container with it).
+    #[error("the container's monitor is not running")]
+    Gone,
+    #[error("talking to the container's monitor: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the container's monitor did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the container's monitor refused: {0}")]
+    Refused(String),
+}
+
+/// Sends `kind` to the monitor listening on `socket` and returns its
+/// answer; `timeout` None waits as long as it takes (Wait).
+pub async fn call(
+    socket: &Path,
+    kind: Kind,
+    timeout: Option<Duration>,
+) -> Result<proto::Response, ClientError> {
+    let work = async {
+        let mut stream = match UnixStream::connect(socket).await {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Err(ClientError::Gone);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let body = proto::Request {
+            version: PROTOCOL_VERSION,
+            kind: Some(kind),
+        }
+        .encode_to_vec();
+        let mut buf = Vec::with_capacity(4 + body.len());
+        buf.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+        buf.extend_from_slice(&body);
+        stream.write_all(&buf).await?;
+        let mut len = [0u8; 4];
+        match stream.read_exact(&mut len).await {
+            Ok(_) => {}
+            // The monitor went away mid-call (its container exited and it
+            // finished): the caller reads exit.json.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(ClientError::Gone);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_FRAME {
+            return Err(ClientError::Io(std::io::Error::other(format!(
+                "answer of {len} bytes"
+            ))));
+        }
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).await?;
+        let resp = proto::Response::decode(body.as_slice())
+            .map_err(|e| ClientError::Io(std::io::Error::other(e)))?;
+        if !resp.error.is_empty() {
+            return Err(ClientError::Refused(resp.error));
+        }
+        Ok(resp)
+    };
+    match timeout {
+        None => work.await,
+        Some(t) => tokio::time::timeout(t, work)
+            .await
+            .map_err(|_| ClientError::Timeout(t))?,
+    }
+}

@@ -1,0 +1,66 @@
+//! Process plumbing for the per-container monitor: detaching from the
+//! daemon, signal dispositions around container creation, terminal size.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::sys::signal::{SigHandler, Signal};
+use nix::unistd::{ForkResult, fork, setsid};
+
+/// Double-fork step: the calling (single-threaded) process forks; the
+/// parent exits at once with status 0, so whoever spawned it can reap it
+/// immediately; the child starts a new session (no controlling terminal,
+/// out of the daemon's process group) and carries on. When the daemon
+/// dies, the child is re-parented to init, not killed.
+pub fn detach() -> nix::Result<()> {
+    // SAFETY: the monitor calls this first thing, while it is still
+    // single-threaded (no async runtime, no threads), so the child may run
+    // any code after fork.
+    match unsafe { fork() }? {
+        ForkResult::Parent { .. } => std::process::exit(0),
+        ForkResult::Child => {
+            setsid()?;
+            Ok(())
+        }
+    }
+}
+
+/// Sets SIGPIPE to its default action (`true`) or ignores it (`false`).
+///
+/// The Rust runtime ignores SIGPIPE, and ignored signals survive fork and
+/// exec: the monitor restores the default while the container's processes
+/// are forked (or `yes | head` would never end inside the container), and
+/// ignores it again for itself.
+pub fn sigpipe_default(default: bool) {
+    let handler = if default {
+        SigHandler::SigDfl
+    } else {
+        SigHandler::SigIgn
+    };
+    // SAFETY: SigDfl/SigIgn install no handler function, so no Rust code
+    // runs in signal context.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, handler) };
+}
+
+nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
+
+/// Sets the window size of the terminal whose master side is `fd`.
+pub fn set_winsize(fd: BorrowedFd<'_>, width: u16, height: u16) -> nix::Result<()> {
+    let ws = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: `fd` is a live descriptor for the duration of the call and
+    // `ws` is a valid winsize the kernel only reads.
+    unsafe { tiocswinsz(fd.as_raw_fd(), &ws) }.map(drop)
+}
+
+/// Takes ownership of a descriptor the kernel just installed in this
+/// process from an SCM_RIGHTS message.
+pub fn received_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: recvmsg installed `fd` for this process and returned it to
+    // the caller only; nothing else owns or closes it.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}

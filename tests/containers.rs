@@ -1,0 +1,442 @@
+//! Containers through the real daemon, in real pods on a real CNI network,
+//! from images the tests build and push to a real registry: lifecycle,
+//! process (args, env, working dir, user), logs, stop, exit codes and
+//! reasons, idempotence, filters, restart recovery, the runc handler.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::containers::*;
+use common::*;
+use k8s_cri::v1::*;
+
+#[tokio::test]
+async fn lifecycle_create_start_exit_remove() {
+    let mut env = Env::new("").await;
+    let (pod, pcfg) = env.pod("life").await;
+    let id = env
+        .create_ok(
+            &pod,
+            &pcfg,
+            sh(
+                "c1",
+                &env.busybox.clone(),
+                "echo hello; echo oops >&2; exit 3",
+            ),
+        )
+        .await;
+    let s = env.status(&id).await;
+    assert_eq!(s.state, ContainerState::ContainerCreated as i32);
+    assert!(s.created_at > 0);
+    assert_eq!(s.started_at, 0);
+    env.start_ok(&id).await;
+    let s = env.wait_exited(&id, 20).await;
+    assert_eq!(s.exit_code, 3);
+    assert_eq!(s.reason, "Error");
+    assert!(s.started_at >= s.created_at && s.finished_at >= s.started_at);
+    assert_eq!(log_text(Path::new(&s.log_path)), "hello\noops\n");
+    let recs = log_records(Path::new(&s.log_path));
+    assert_eq!(recs[0].stream, "stdout");
+    assert_eq!(recs[1].stream, "stderr");
+    assert!(
+        chrono_like(&recs[0].time),
+        "timestamp {:?} is not RFC3339",
+        recs[0].time
+    );
+    // A second start is refused; the exit stays recorded.
+    let err = env.start(&id).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    env.remove(&id).await.unwrap();
+    env.remove(&id).await.unwrap();
+    env.stop(&id, 0).await.unwrap();
+    assert!(env.list(None).await.is_empty());
+    let bundle = env.daemon.run_dir().join("containers").join(&id);
+    assert!(!bundle.exists(), "bundle {} left behind", bundle.display());
+    assert!(
+        !env.daemon.state_dir().join("containers").join(&id).exists(),
+        "writable layer left behind"
+    );
+}
+
+/// Adds a host dir mounted at /sig, through which the test tells the
+/// container to go on (a file appearing there).
+fn with_signal_dir(env: &Env, mut cfg: ContainerConfig) -> (std::path::PathBuf, ContainerConfig) {
+    let name = cfg
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let dir = env.logs.path().join(format!("sig-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    cfg.mounts.push(Mount {
+        container_path: "/sig".into(),
+        host_path: dir.display().to_string(),
+        ..Default::default()
+    });
+    (dir, cfg)
+}
+
+fn chrono_like(t: &str) -> bool {
+    t.len() >= 20 && t.as_bytes()[4] == b'-' && t.contains('T') && t.ends_with('Z')
+}
+
+#[tokio::test]
+async fn completed_reason_and_args_env_workdir_from_image_and_cri() {
+    let mut env = Env::new("").await;
+    let configured = env.add_image("configured", &configured_image()).await;
+    let (pod, pcfg) = env.pod("proc").await;
+    // Image: Entrypoint [/bin/sh -c], Cmd [echo $GREETING], WorkingDir /tmp.
+    let (s, out) = env
+        .run_to_exit(&pod, &pcfg, ctr("img", &configured, &[]))
+        .await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
+    assert_eq!(out, "hello\n");
+    // CRI args replace Cmd only.
+    let mut c = ctr("args", &configured, &[]);
+    c.args = vec!["echo $GREETING $EXTRA; pwd; echo $HOME; echo $HOSTNAME".into()];
+    c.envs = vec![
+        KeyValue {
+            key: "EXTRA".into(),
+            value: "world".into(),
+        },
+        KeyValue {
+            key: "GREETING".into(),
+            value: "hi".into(),
+        },
+    ];
+    let (_, out) = env.run_to_exit(&pod, &pcfg, c).await;
+    assert_eq!(out, "hi world\n/tmp\n/root\nproc\n");
+    // CRI command replaces Entrypoint and drops Cmd; working_dir is created.
+    let mut c = ctr("cmd", &configured, &["/bin/sh", "-c", "pwd; echo $PATH"]);
+    c.working_dir = "/work/dir".into();
+    let (_, out) = env.run_to_exit(&pod, &pcfg, c).await;
+    assert_eq!(
+        out,
+        "/work/dir\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    );
+}
+
+#[tokio::test]
+async fn users_numeric_named_image_and_groups() {
+    let mut env = Env::new("").await;
+    let www = env.add_image("www", &user_image("www-data")).await;
+    let bb = env.busybox.clone();
+    let (pod, pcfg) = env.pod("users").await;
+    let (s, out) = env.run_to_exit(&pod, &pcfg, sh("img", &www, "id")).await;
+    assert_eq!(
+        out,
+        "uid=33(www-data) gid=33(www-data) groups=33(www-data)\n"
+    );
+    assert_eq!(
+        s.user.and_then(|u| u.linux).map(|l| (l.uid, l.gid)),
+        Some((33, 33))
+    );
+    let mut c = sh("num", &bb, "id -u; id -g; id -G");
+    security(&mut c).run_as_user = Some(Int64Value { value: 1002 });
+    security(&mut c).supplemental_groups = vec![1003, 5000];
+    let (_, out) = env.run_to_exit(&pod, &pcfg, c).await;
+    assert_eq!(out, "1002\n1002\n1002 1003 5000\n");
+    let mut c = sh("named", &bb, "id -un; id -g");
+    security(&mut c).run_as_username = "app".into();
+    security(&mut c).run_as_group = Some(Int64Value { value: 1003 });
+    let (_, out) = env.run_to_exit(&pod, &pcfg, c).await;
+    assert_eq!(out, "app\n1003\n");
+    // A name the image does not know is an error at create.
+    let mut c = sh("ghost", &bb, "true");
+    security(&mut c).run_as_username = "ghost".into();
+    let err = env.create(&pod, &pcfg, c).await.unwrap_err();
+    assert!(err.message().contains("ghost"), "{err:?}");
+}
+
+#[tokio::test]
+async fn stop_signal_timeout_and_kill() {
+    let mut env = Env::new("").await;
+    let bb = env.busybox.clone();
+    let (pod, pcfg) = env.pod("stops").await;
+    // Traps TERM and exits 7: a graceful stop.
+    let graceful = env
+        .run(
+            &pod,
+            &pcfg,
+            sh(
+                "graceful",
+                &bb,
+                "trap 'echo term; exit 7' TERM; echo ready; while true; do sleep 0.1; done",
+            ),
+        )
+        .await;
+    wait_for_log(&mut env, &graceful, "ready").await;
+    env.stop(&graceful, 10).await.unwrap();
+    let s = env.status(&graceful).await;
+    assert_eq!(s.state, ContainerState::ContainerExited as i32);
+    assert_eq!(s.exit_code, 7);
+    // Ignores TERM: killed after the timeout.
+    let stubborn = env
+        .run(
+            &pod,
+            &pcfg,
+            sh(
+                "stubborn",
+                &bb,
+                "trap '' TERM; echo ready; while true; do sleep 0.1; done",
+            ),
+        )
+        .await;
+    wait_for_log(&mut env, &stubborn, "ready").await;
+    let t = std::time::Instant::now();
+    env.stop(&stubborn, 1).await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    let s = env.status(&stubborn).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"));
+    // The image's STOPSIGNAL (CRI v1 of this kubelet has no stop_signal).
+    let image = ImageBuilder::new()
+        .cmd(&["sh"])
+        .stop_signal("SIGUSR1")
+        .layer(busybox_layer(Compression::Gzip))
+        .build();
+    let usr1_image = env.add_image("usr1", &image).await;
+    let c = sh(
+        "usr1",
+        &usr1_image,
+        "trap 'echo usr1; exit 9' USR1; echo ready; while true; do sleep 0.1; done",
+    );
+    let usr1 = env.run(&pod, &pcfg, c).await;
+    wait_for_log(&mut env, &usr1, "ready").await;
+    env.stop(&usr1, 5).await.unwrap();
+    assert_eq!(env.status(&usr1).await.exit_code, 9);
+    // Stopping again, or an exited container, is fine.
+    env.stop(&usr1, 5).await.unwrap();
+    env.stop(&"f".repeat(64), 5).await.unwrap();
+}
+
+async fn wait_for_log(env: &mut Env, id: &str, text: &str) {
+    let s = env.status(id).await;
+    let path = s.log_path.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !log_text(Path::new(&path)).contains(text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{text:?} never appeared in {path}"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+#[tokio::test]
+async fn long_lines_become_partial_records_and_logs_reopen() {
+    let mut env = Env::new("").await;
+    let bb = env.busybox.clone();
+    let (pod, pcfg) = env.pod("logs").await;
+    // 40000 'a's then newline: two 16 KiB P records and an F.
+    let (s, _) = env
+        .run_to_exit(
+            &pod,
+            &pcfg,
+            sh("long", &bb, "yes a | head -n 20000 | tr -d '\\n' 2>/dev/null || true; printf 'x%.0s' $(seq 1 40000); echo"),
+        )
+        .await;
+    let recs = log_records(Path::new(&s.log_path));
+    let tags: Vec<&str> = recs.iter().map(|r| r.tag.as_str()).collect();
+    assert!(tags.windows(3).any(|w| w == ["P", "P", "F"]), "{tags:?}");
+    assert!(recs.iter().all(|r| r.content.len() <= 16384));
+    // Reopen: the monitor writes to the new file after a rename.
+    let (sig, cfg) = with_signal_dir(
+        &env,
+        sh(
+            "rot",
+            &bb,
+            "echo one; while [ ! -e /sig/go ]; do sleep 0.05; done; echo two; sleep 30",
+        ),
+    );
+    let id = env.run(&pod, &pcfg, cfg).await;
+    wait_for_log(&mut env, &id, "one").await;
+    let path = env.status(&id).await.log_path;
+    std::fs::rename(&path, format!("{path}.1")).unwrap();
+    env.rt
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o640);
+    std::fs::write(sig.join("go"), "").unwrap();
+    wait_for_log(&mut env, &id, "two").await;
+    assert_eq!(log_text(Path::new(&format!("{path}.1"))), "one\n");
+    assert_eq!(log_text(Path::new(&path)), "two\n");
+    env.stop(&id, 0).await.unwrap();
+}
+
+#[tokio::test]
+async fn names_are_reserved_and_filters_work() {
+    let mut env = Env::new("").await;
+    let bb = env.busybox.clone();
+    let (pod, pcfg) = env.pod("filters").await;
+    let (pod2, pcfg2) = env.pod("filters2").await;
+    let a = env.create_ok(&pod, &pcfg, sh("a", &bb, "sleep 30")).await;
+    let err = env
+        .create(&pod, &pcfg, sh("a", &bb, "true"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+    assert!(err.message().contains(&a), "{err:?}");
+    let b = env.run(&pod, &pcfg, sh("b", &bb, "sleep 30")).await;
+    let c = env.create_ok(&pod2, &pcfg2, sh("a", &bb, "true")).await;
+    let ids = |v: Vec<Container>| {
+        let mut v: Vec<String> = v.into_iter().map(|c| c.id).collect();
+        v.sort();
+        v
+    };
+    let mut all = vec![a.clone(), b.clone(), c.clone()];
+    all.sort();
+    assert_eq!(ids(env.list(None).await), all);
+    let by_pod = ContainerFilter {
+        pod_sandbox_id: pod2.clone(),
+        ..Default::default()
+    };
+    assert_eq!(ids(env.list(Some(by_pod)).await), vec![c.clone()]);
+    let running = ContainerFilter {
+        state: Some(ContainerStateValue {
+            state: ContainerState::ContainerRunning as i32,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(ids(env.list(Some(running)).await), vec![b.clone()]);
+    let by_prefix = ContainerFilter {
+        id: b[..8].to_string(),
+        ..Default::default()
+    };
+    assert_eq!(ids(env.list(Some(by_prefix)).await), vec![b.clone()]);
+    let by_label = ContainerFilter {
+        label_selector: [("ctr".to_string(), "b".to_string())].into(),
+        ..Default::default()
+    };
+    assert_eq!(ids(env.list(Some(by_label)).await), vec![b.clone()]);
+    // Removing the pod removes its containers and frees the name.
+    pods::stop_pod(&mut env.rt, &pod).await.unwrap();
+    assert_eq!(
+        env.status(&b).await.state,
+        ContainerState::ContainerExited as i32
+    );
+    pods::remove_pod(&mut env.rt, &pod).await.unwrap();
+    assert_eq!(ids(env.list(None).await), vec![c]);
+    let (pod3, pcfg3) = env.pod("filters").await;
+    env.create_ok(&pod3, &pcfg3, sh("a", &bb, "true")).await;
+}
+
+#[tokio::test]
+async fn missing_image_and_bad_command_are_clear_errors() {
+    let mut env = Env::new("").await;
+    let bb = env.busybox.clone();
+    let (pod, pcfg) = env.pod("errors").await;
+    let err = env
+        .create(&pod, &pcfg, ctr("x", "127.0.0.1:1/nope:latest", &["true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    assert!(err.message().contains("nope"), "{err:?}");
+    let id = env
+        .create_ok(&pod, &pcfg, ctr("nocmd", &bb, &["/no/such/binary"]))
+        .await;
+    let err = env.start(&id).await.unwrap_err();
+    assert!(err.message().contains("/no/such/binary"), "{err:?}");
+    let s = env.status(&id).await;
+    assert_eq!(s.state, ContainerState::ContainerExited as i32);
+    assert_eq!((s.exit_code, s.reason.as_str()), (128, "StartError"));
+    assert!(s.message.contains("/no/such/binary"), "{}", s.message);
+    let err = env
+        .create(&"0".repeat(64), &pcfg, ctr("x", &bb, &["true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+}
+
+#[tokio::test]
+async fn restart_recovery_keeps_running_and_records_exits() {
+    let mut env = Env::new("").await;
+    let bb = env.busybox.clone();
+    let (pod, pcfg) = env.pod("recover").await;
+    let long = env
+        .run(&pod, &pcfg, sh("long", &bb, "echo before; sleep 300"))
+        .await;
+    let (sig, cfg) = with_signal_dir(
+        &env,
+        sh(
+            "short",
+            &bb,
+            "while [ ! -e /sig/go ]; do sleep 0.05; done; echo bye; exit 42",
+        ),
+    );
+    let short = env.run(&pod, &pcfg, cfg).await;
+    wait_for_log(&mut env, &long, "before").await;
+    let pid = env.status_full(&long, true).await.1["info"].clone();
+    env.daemon.kill9();
+    // While the daemon is down, one container exits.
+    std::fs::write(sig.join("go"), "").unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    env.daemon.restart();
+    env.rt = env.daemon.runtime_client().await;
+    let s = env.status(&long).await;
+    assert_eq!(s.state, ContainerState::ContainerRunning as i32);
+    assert_eq!(env.status_full(&long, true).await.1["info"], pid);
+    let s = env.wait_exited(&short, 10).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (42, "Error"));
+    assert_eq!(log_text(Path::new(&s.log_path)), "bye\n");
+    env.stop(&long, 1).await.unwrap();
+    let s = env.status(&long).await;
+    assert_eq!(s.state, ContainerState::ContainerExited as i32);
+    env.remove(&long).await.unwrap();
+    env.remove(&short).await.unwrap();
+}
+
+#[tokio::test]
+async fn runc_handler_runs_the_same_spec() {
+    let runc = "/usr/bin/runc";
+    assert!(
+        Path::new(runc).exists(),
+        "{runc} missing: install Debian's runc package (hack/install-deps.sh)"
+    );
+    let mut env = Env::new(&format!(
+        "[runtime.handlers.runc]\nruntime_path = {runc:?}\n"
+    ))
+    .await;
+    let bb = env.busybox.clone();
+    let mut pcfg = env.pod_config("runc");
+    let pod = env
+        .rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pcfg.clone()),
+            runtime_handler: "runc".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    pcfg.hostname = "runc".into();
+    let (s, out) = env
+        .run_to_exit(
+            &pod,
+            &pcfg,
+            sh("hello", &bb, "echo via runc; hostname; exit 5"),
+        )
+        .await;
+    assert_eq!(out, "via runc\nrunc\n");
+    assert_eq!(s.exit_code, 5);
+    let id = env.run(&pod, &pcfg, sh("sleeper", &bb, "sleep 300")).await;
+    env.stop(&id, 0).await.unwrap();
+    assert_eq!(env.status(&id).await.exit_code, 137);
+    env.remove(&id).await.unwrap();
+    // An unknown handler is refused when the pod is created.
+    let err = env
+        .rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(env.pod_config("nohandler")),
+            runtime_handler: "nosuch".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("nosuch"), "{err:?}");
+}
