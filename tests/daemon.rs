@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 use common::*;
 use k8s_cri::v1::{
-    CgroupDriver, CreateContainerRequest, RuntimeConfigRequest, StatusRequest, VersionRequest,
+    CgroupDriver, ExecSyncRequest, RuntimeConfigRequest, StatusRequest, VersionRequest,
 };
 use tonic::Code;
 
@@ -96,15 +96,16 @@ async fn rpcs_not_built_yet_answer_unimplemented() {
     let daemon = Daemon::start("");
     let mut rt = daemon.runtime_client().await;
     let err = rt
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: "f".repeat(64),
-            ..Default::default()
+        .exec_sync(ExecSyncRequest {
+            container_id: "f".repeat(64),
+            cmd: vec!["true".into()],
+            timeout: 0,
         })
         .await
-        .expect_err("CreateContainer is not built yet");
+        .expect_err("ExecSync is not built yet");
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
     assert!(
-        err.message().contains("CreateContainer"),
+        err.message().contains("ExecSync"),
         "message names the RPC: {err:?}"
     );
     // Still serving.

@@ -51,17 +51,17 @@ pub async fn call(
         let mut buf = Vec::with_capacity(4 + body.len());
         buf.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
         buf.extend_from_slice(&body);
-        stream.write_all(&buf).await?;
+        // The monitor may go away mid-call (its container exited and it
+        // finished): the caller reads exit.json.
+        let gone = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe => ClientError::Gone,
+            _ => ClientError::Io(e),
+        };
+        stream.write_all(&buf).await.map_err(gone)?;
         let mut len = [0u8; 4];
-        match stream.read_exact(&mut len).await {
-            Ok(_) => {}
-            // The monitor went away mid-call (its container exited and it
-            // finished): the caller reads exit.json.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(ClientError::Gone);
-            }
-            Err(e) => return Err(e.into()),
-        }
+        stream.read_exact(&mut len).await.map_err(gone)?;
         let len = u32::from_be_bytes(len) as usize;
         if len > MAX_FRAME {
             return Err(ClientError::Io(std::io::Error::other(format!(

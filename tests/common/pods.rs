@@ -126,13 +126,16 @@ pub fn ping_cmd(ip: &str) -> Vec<String> {
 }
 
 /// Mount points at or below `dir`.
+/// Mounts below `dir`, except the daemon's read-only bind of its own
+/// binary (`<run_dir>/crius`, there for the daemon's lifetime).
 pub fn mounts_below(dir: &Path) -> Vec<String> {
     let prefix = dir.display().to_string();
+    let exe = dir.join("crius").display().to_string();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
+        .filter(|p| p.starts_with(&prefix) && *p != exe)
         .map(str::to_owned)
         .collect()
 }
