@@ -1,6 +1,6 @@
 //! Container security settings as the process sees them: capabilities and
-//! seccomp mode from /proc/self/status, privileged, read-only rootfs,
-//! masked paths, and CVE regressions (no leaked descriptors, CVE-2024-21626;
+//! seccomp mode from /proc/self/status, Localhost profile errors, masked
+//! paths, and CVE regressions (no leaked descriptors, CVE-2024-21626;
 //! a working dir through /proc refused).
 
 mod common;
