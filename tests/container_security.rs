@@ -81,3 +81,19 @@ async fn masked_paths_and_no_leaked_fds() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("/proc/self/fd/7"), "{err:?}");
 }
+
+#[tokio::test]
+async fn readonly_rootfs_keeps_shm_writable() {
+    let mut env = Env::new("").await;
+    let bb = env.busybox.clone();
+    let (pod, pcfg) = env.pod("ro").await;
+    let mut c = sh(
+        "ro",
+        &bb,
+        "touch /newfile 2>&1; echo rc=$?; touch /dev/shm/ok && echo shm-ok",
+    );
+    security(&mut c).readonly_rootfs = true;
+    let (_, out) = env.run_to_exit(&pod, &pcfg, c).await;
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.contains("shm-ok"), "{out}");
+}

@@ -39,6 +39,13 @@ pub fn main(bundle: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // libcontainer reports the detail of a failed create through `tracing`
+    // (the error value keeps only the top message): into monitor.log.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .try_init();
     if let Err(e) = process::detach() {
         report(&failed(format!("detaching the monitor: {e}")));
         return ExitCode::FAILURE;
