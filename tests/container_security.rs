@@ -97,3 +97,32 @@ async fn readonly_rootfs_keeps_shm_writable() {
     assert!(out.contains("Read-only file system"), "{out}");
     assert!(out.contains("shm-ok"), "{out}");
 }
+
+#[tokio::test]
+async fn privileged_gets_our_capabilities_host_devices_and_writable_sys() {
+    let mut env = Env::new("").await;
+    let bb = env.busybox.clone();
+    let (pod, pcfg) = env.pod("priv").await;
+    let mut c = sh(
+        "priv",
+        &bb,
+        "grep -E '^(CapEff|Seccomp):' /proc/self/status; ls /dev/loop-control; grep ' /sys sysfs' /proc/mounts",
+    );
+    security(&mut c).privileged = true;
+    let (s, out) = env.run_to_exit(&pod, &pcfg, c).await;
+    assert_eq!(s.exit_code, 0, "{out}");
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bnd = ours
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        out.contains(&format!("CapEff:\t{bnd}")),
+        "{out} (ours {bnd})"
+    );
+    assert!(out.contains("Seccomp:\t0"), "{out}");
+    assert!(out.contains("/dev/loop-control"), "{out}");
+    assert!(out.contains(" rw,"), "/sys should be read-write: {out}");
+}

@@ -200,7 +200,12 @@ impl Monitor {
             ),
         };
         process::sigpipe_default(false);
-        let (executor, pid) = created?;
+        let (executor, pid) = match created {
+            Ok(c) => c,
+            // The runtime's init reports its detail on the container's
+            // stderr (its stdio is switched early): add it to the error.
+            Err(e) => return Err(with_output(e, &outputs)),
+        };
         let started_ns = now_ns();
 
         let mut master = None;
@@ -539,6 +544,22 @@ fn create_builtin(
         return Err(msg);
     }
     Ok((Executor::Builtin(Box::new(container)), pid))
+}
+
+/// `error` followed by whatever is waiting in the output pipes (bounded).
+fn with_output(error: String, outputs: &[(OwnedFd, Stream)]) -> String {
+    let mut detail = String::new();
+    let mut buf = [0u8; 4096];
+    for (fd, _) in outputs {
+        if let Ok(n) = nix::unistd::read(fd.as_fd(), &mut buf) {
+            detail.push_str(String::from_utf8_lossy(&buf[..n]).trim());
+        }
+    }
+    if detail.is_empty() {
+        error
+    } else {
+        format!("{error}: {detail}")
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

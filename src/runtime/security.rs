@@ -132,11 +132,25 @@ pub fn default_capabilities() -> Vec<String> {
 /// `CAP_` names in capability-number order. Numbers beyond our table (newer
 /// kernels) are skipped; if `/proc/sys/kernel/cap_last_cap` cannot be read,
 /// the whole table is returned.
+///
+/// Limited to this process's bounding set, as containerd's
+/// `WithAllCurrentCapabilities`: a capability crius itself lacks (here
+/// CAP_SYS_RESOURCE) cannot be granted, and asking for it makes capset fail.
 pub fn all_capabilities() -> Vec<String> {
     let last = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse::<usize>().ok());
+    let bounding = fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("CapBnd:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    });
     capabilities_up_to(last)
+        .into_iter()
+        .enumerate()
+        .filter(|(bit, _)| bounding.is_none_or(|b| b & (1u64 << bit) != 0))
+        .map(|(_, name)| name)
+        .collect()
 }
 
 fn capabilities_up_to(last: Option<usize>) -> Vec<String> {
