@@ -112,6 +112,8 @@ struct Monitor {
     _stdin: Option<OwnedFd>,
     exit: Option<ExitRecord>,
     waiters: Vec<UnixStream>,
+    /// The host's cgroup layout (None without cgroups or a cgroup path).
+    cgroups: Option<Cgroups>,
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
@@ -240,7 +242,11 @@ impl Monitor {
             _stdin: stdin_write,
             exit: None,
             waiters: Vec::new(),
+            cgroups: None,
         };
+        if !m.launch.cgroup_path.is_empty() {
+            m.cgroups = Cgroups::detect(Path::new("/sys/fs/cgroup")).ok();
+        }
         // It may have exited before SIGCHLD was routed to the signalfd.
         m.reap();
         Ok(m)
@@ -414,8 +420,8 @@ impl Monitor {
             Ok(s) => s,
             Err(_) => return format!("invalid signal {signal}"),
         };
-        if all {
-            kill_cgroup(&self.launch.cgroup_path, sig);
+        if all && let Some(cg) = &self.cgroups {
+            cg.kill_all(&self.launch.cgroup_path, sig);
         }
         match kill(self.pid, sig) {
             Ok(()) | Err(Errno::ESRCH) => String::new(),
@@ -429,7 +435,9 @@ impl Monitor {
         if !self.launch.own_pid_ns {
             // What it left behind in a shared PID namespace dies with it,
             // as containerd's shim does.
-            kill_cgroup(&self.launch.cgroup_path, Signal::SIGKILL);
+            if let Some(cg) = &self.cgroups {
+                cg.kill_all(&self.launch.cgroup_path, Signal::SIGKILL);
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(2);
         while !self.outputs.is_empty() && Instant::now() < deadline {
@@ -460,7 +468,7 @@ impl Monitor {
             oom_killed: false,
             message: String::new(),
         });
-        exit.oom_killed = oom_killed(&self.launch.cgroup_path);
+        exit.oom_killed = oom_killed(self.cgroups.as_ref(), &self.launch.cgroup_path);
         if let Err(e) = exit.save(&self.bundle) {
             eprintln!("monitor: writing exit.json: {e}");
         }
@@ -702,30 +710,10 @@ fn receive_master(listener: &UnixListener) -> io::Result<OwnedFd> {
     ))
 }
 
-/// The cgroup dirs of `path` (one per v1 hierarchy, or the v2 one).
-fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
-    match Cgroups::detect(Path::new("/sys/fs/cgroup")) {
-        Ok(cg) if !path.is_empty() => cg.dirs(path),
-        _ => Vec::new(),
-    }
-}
-
-/// SIGKILLs (or sends `sig` to) every process in the cgroup.
-fn kill_cgroup(path: &str, sig: Signal) {
-    for dir in cgroup_dirs(path) {
-        let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
-            continue;
-        };
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            let _ = kill(Pid::from_raw(pid), sig);
-        }
-        return;
-    }
-}
-
 /// Whether the kernel's OOM killer killed a process of this cgroup.
-fn oom_killed(path: &str) -> bool {
-    for dir in cgroup_dirs(path) {
+fn oom_killed(cgroups: Option<&Cgroups>, path: &str) -> bool {
+    let Some(cg) = cgroups else { return false };
+    for dir in cg.dirs(path) {
         for file in ["memory.events", "memory.oom_control"] {
             let mut text = String::new();
             if std::fs::File::open(dir.join(file))

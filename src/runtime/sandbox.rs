@@ -6,12 +6,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use super::podfiles::{self, DnsConfig, PodFileError};
 use super::sysctl::SysctlError;
+use super::{detached, lock};
 use crate::id::{IdError, IdPrefix, PodSandboxId};
 use crate::network::{AttachRequest, AttachResult, Cni, CniError, NetworkStatus, PortMapping};
 use crate::store::{Store, StoreError, Table, Write};
@@ -199,25 +200,8 @@ fn stop_infra(rec: &SandboxRecord) {
     }
 }
 
-/// Runs a lifecycle verb in its own task: if kubelet gives up on the RPC
-/// (its future is dropped), the verb still finishes or rolls back, instead
-/// of stopping half-way with namespaces pinned, an IP held by CNI and the
-/// name reserved by no record.
-async fn detached<T: Send + 'static>(
-    work: impl std::future::Future<Output = Result<T, SandboxError>> + Send + 'static,
-) -> Result<T, SandboxError> {
-    use tracing::Instrument as _;
-    tokio::spawn(work.in_current_span())
-        .await
-        .map_err(|e| SandboxError::Internal(format!("pod task: {e}")))?
-}
-
 fn name_key(s: &PodSpec) -> String {
     format!("{}_{}_{}_{}", s.name, s.namespace, s.uid, s.attempt)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl SandboxManager {
@@ -354,7 +338,11 @@ impl SandboxManager {
     #[tracing::instrument(skip_all, fields(pod = %spec.name, namespace = %spec.namespace))]
     pub async fn run(&self, spec: PodSpec) -> Result<PodSandboxId, SandboxError> {
         let me = self.clone();
-        detached(async move { me.run_inner(spec).await }).await
+        detached(
+            async move { me.run_inner(spec).await },
+            SandboxError::Internal,
+        )
+        .await
     }
 
     async fn run_inner(&self, spec: PodSpec) -> Result<PodSandboxId, SandboxError> {
@@ -596,7 +584,11 @@ impl SandboxManager {
     #[tracing::instrument(skip_all, fields(pod = id))]
     pub async fn stop(&self, id: &str) -> Result<(), SandboxError> {
         let (me, id) = (self.clone(), id.to_owned());
-        detached(async move { me.stop_inner(&id).await }).await
+        detached(
+            async move { me.stop_inner(&id).await },
+            SandboxError::Internal,
+        )
+        .await
     }
 
     async fn stop_inner(&self, id: &str) -> Result<(), SandboxError> {
@@ -641,7 +633,11 @@ impl SandboxManager {
     #[tracing::instrument(skip_all, fields(pod = id))]
     pub async fn remove(&self, id: &str) -> Result<(), SandboxError> {
         let (me, id) = (self.clone(), id.to_owned());
-        detached(async move { me.remove_inner(&id).await }).await
+        detached(
+            async move { me.remove_inner(&id).await },
+            SandboxError::Internal,
+        )
+        .await
     }
 
     async fn remove_inner(&self, id: &str) -> Result<(), SandboxError> {

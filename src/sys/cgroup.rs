@@ -187,6 +187,20 @@ impl Cgroups {
         }
     }
 
+    /// Sends `sig` to every process in the cgroup at `path` (the first
+    /// hierarchy's `cgroup.procs` lists them all). Best effort: processes
+    /// that exit meanwhile are fine.
+    pub fn kill_all(&self, path: &str, sig: nix::sys::signal::Signal) {
+        for dir in self.dirs(path) {
+            if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+                }
+                return;
+            }
+        }
+    }
+
     /// Creates `path` (kubelet's cgroupfs form, "/kubepods/besteffort/pod…")
     /// in every hierarchy, and reports the directories it made; ancestors
     /// that already existed are not ours and are never removed. On error,

@@ -15,7 +15,7 @@ use std::os::fd::AsFd as _;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::spec::{self, SpecInput};
@@ -30,10 +30,10 @@ use crate::image::manifest::ImageConfig;
 use crate::monitor::client::{self, ClientError};
 use crate::monitor::proto::{self, request::Kind};
 use crate::monitor::{ExitRecord, Launch, Report, now_ns};
-use crate::runtime::process;
 use crate::runtime::sandbox::{SandboxManager, SandboxRecord, SandboxState};
 use crate::runtime::security;
 use crate::runtime::user::{self, UserRequest};
+use crate::runtime::{detached, lock, process};
 use crate::store::{Store, Table, Write};
 use crate::sys::cgroup::{CgroupMode, Cgroups, Created};
 use crate::sys::{fs as rootfs_fs, mount};
@@ -67,10 +67,6 @@ struct Inner {
     locks: Mutex<HashMap<ContainerId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn name_key(pod: &str, spec: &ContainerSpec) -> String {
     format!("{}_{}_{}", pod, spec.name, spec.attempt)
 }
@@ -89,16 +85,6 @@ pub fn stored_layer_pins(store: &Store) -> Vec<ChainId> {
         .filter_map(|(_, v)| serde_json::from_slice::<Layers>(&v).ok())
         .flat_map(|l| l.chain_ids)
         .collect()
-}
-
-/// Runs a verb in its own task so a cancelled RPC cannot stop it half-way.
-async fn detached<T: Send + 'static>(
-    work: impl std::future::Future<Output = Result<T, ContainerError>> + Send + 'static,
-) -> Result<T, ContainerError> {
-    use tracing::Instrument as _;
-    tokio::spawn(work.in_current_span())
-        .await
-        .map_err(|e| ContainerError::Internal(format!("container task: {e}")))?
 }
 
 async fn blocking<T: Send + 'static>(
@@ -274,7 +260,11 @@ impl ContainerManager {
         spec: ContainerSpec,
     ) -> Result<ContainerId, ContainerError> {
         let (me, pod_id) = (self.clone(), pod_id.to_owned());
-        detached(async move { me.create_inner(&pod_id, spec).await }).await
+        detached(
+            async move { me.create_inner(&pod_id, spec).await },
+            ContainerError::Internal,
+        )
+        .await
     }
 
     async fn create_inner(
@@ -438,8 +428,9 @@ impl ContainerManager {
         )
         .map_err(|e| ContainerError::Invalid(e.to_string()))?;
         self.check_mounts(spec)?;
-        let (state_root, _) = self.state_root(&pod.spec.runtime_handler)?;
-        let _ = state_root;
+        // The pod's handler must still be configured (the config may have
+        // changed since the pod was made).
+        self.state_root(&pod.spec.runtime_handler)?;
 
         // The bundle and the rootfs.
         let bundle = self.bundle(id);
@@ -617,7 +608,11 @@ impl ContainerManager {
     #[tracing::instrument(skip_all, fields(container = id))]
     pub async fn start(&self, id: &str) -> Result<(), ContainerError> {
         let (me, id) = (self.clone(), id.to_owned());
-        detached(async move { me.start_inner(&id).await }).await
+        detached(
+            async move { me.start_inner(&id).await },
+            ContainerError::Internal,
+        )
+        .await
     }
 
     async fn start_inner(&self, id: &str) -> Result<(), ContainerError> {
@@ -635,15 +630,18 @@ impl ContainerManager {
                 what: format!("cannot start a container in state {:?}", rec.state),
             });
         }
-        let pod = self.inner.sandboxes.get(rec.pod_id.as_str()).ok().flatten();
-        if !pod.is_some_and(|p| p.state == SandboxState::Ready) {
+        let Some(pod) = self
+            .inner
+            .sandboxes
+            .get(rec.pod_id.as_str())
+            .ok()
+            .flatten()
+            .filter(|p| p.state == SandboxState::Ready)
+        else {
             return Err(ContainerError::PodNotReady(rec.pod_id.clone()));
-        }
-        let (state_root, runtime) = self.state_root(&rec.handler)?;
-        let own_pid_ns = {
-            let pod = self.inner.sandboxes.get(rec.pod_id.as_str()).ok().flatten();
-            pod.is_some_and(|p| spec::own_pid_ns(&rec.spec, &p))
         };
+        let (state_root, runtime) = self.state_root(&rec.handler)?;
+        let own_pid_ns = spec::own_pid_ns(&rec.spec, &pod);
         let launch = Launch {
             id: id.to_string(),
             socket: self.socket(&id),
@@ -769,7 +767,11 @@ impl ContainerManager {
     #[tracing::instrument(skip_all, fields(container = id))]
     pub async fn stop(&self, id: &str, timeout_secs: i64) -> Result<(), ContainerError> {
         let (me, id) = (self.clone(), id.to_owned());
-        detached(async move { me.stop_inner(&id, timeout_secs).await }).await
+        detached(
+            async move { me.stop_inner(&id, timeout_secs).await },
+            ContainerError::Internal,
+        )
+        .await
     }
 
     async fn stop_inner(&self, id: &str, timeout_secs: i64) -> Result<(), ContainerError> {
@@ -791,7 +793,12 @@ impl ContainerManager {
             ContainerState::Unknown => {
                 // No monitor: what is left runs in the container's cgroup.
                 let (cg, path) = (self.inner.cgroups.clone(), rec.cgroup_path.clone());
-                blocking(move || kill_cgroup(cg.as_ref(), &path)).await?;
+                blocking(move || {
+                    if let Some(cg) = cg {
+                        cg.kill_all(&path, nix::sys::signal::Signal::SIGKILL);
+                    }
+                })
+                .await?;
                 rec.state = ContainerState::Exited;
                 rec.exit_code = 137;
                 rec.finished_ns = now_ns();
@@ -859,7 +866,11 @@ impl ContainerManager {
     #[tracing::instrument(skip_all, fields(container = id))]
     pub async fn remove(&self, id: &str) -> Result<(), ContainerError> {
         let (me, id) = (self.clone(), id.to_owned());
-        detached(async move { me.remove_inner(&id).await }).await
+        detached(
+            async move { me.remove_inner(&id).await },
+            ContainerError::Internal,
+        )
+        .await
     }
 
     async fn remove_inner(&self, id: &str) -> Result<(), ContainerError> {
@@ -1185,22 +1196,6 @@ fn spawn_monitor(exe: &Path, bundle: &Path, launch: &Launch) -> Result<Report, S
     match report.error {
         Some(e) => Err(e),
         None => Ok(report),
-    }
-}
-
-/// SIGKILLs every process in the cgroup at `path`.
-fn kill_cgroup(cg: Option<&Cgroups>, path: &str) {
-    let Some(cg) = cg else { return };
-    for dir in cg.dirs(path) {
-        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            return;
-        }
     }
 }
 
