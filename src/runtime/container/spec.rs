@@ -240,12 +240,25 @@ fn mounts(input: &SpecInput<'_>) -> Result<Vec<Value>, SpecError> {
         "sysfs",
         ro_unless_privileged(MOUNT_DEFAULTS.to_vec()),
     );
-    add(
-        "/sys/fs/cgroup",
-        "cgroup",
-        "cgroup",
-        ro_unless_privileged(vec!["nosuid", "noexec", "nodev", "relatime"]),
-    );
+    if input.cgroup_v2 {
+        add(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            ro_unless_privileged(vec!["nosuid", "noexec", "nodev", "relatime"]),
+        );
+    } else {
+        // cgroup v1: libcontainer 0.7 builds the per-controller view from
+        // /proc/<its parent>, which has often exited by then, so container
+        // starts failed at random ("procfs … NotFound"). Until that is
+        // fixed, v1 containers get an empty read-only /sys/fs/cgroup.
+        add(
+            "/sys/fs/cgroup",
+            "tmpfs",
+            "tmpfs",
+            vec!["nosuid", "noexec", "nodev", "mode=755", "size=4k", "ro"],
+        );
+    }
     // The pod's files; read-only when the rootfs is (as containerd).
     let rw = if spec.security.readonly_rootfs {
         "ro"
