@@ -7,6 +7,8 @@ set -euo pipefail
 
 PACKAGES=(
     protobuf-compiler           # protoc: k8s-cri generates the CRI v1 types at build time
+    libseccomp-dev              # libcontainer's libseccomp feature links -lseccomp
+    pkg-config                  # libseccomp-sys finds libseccomp through it
     docker-registry             # the loopback registry the image tests push to and pull from
     busybox-static              # /bin/busybox: the one binary inside every test image
     apache2-utils               # htpasswd: bcrypt credentials for the auth registry

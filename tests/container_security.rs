@@ -26,12 +26,42 @@ async fn default_capabilities_and_seccomp_profiles() {
     let bb = env.busybox.clone();
     let (pod, pcfg) = env.pod("sec").await;
     let script = "grep -E '^(CapEff|CapBnd|Seccomp|NoNewPrivs):' /proc/self/status";
-    // containerd's default set. (RuntimeDefault seccomp is not asserted
-    // here yet: loading moby's profile fails inside libcontainer; see the
-    // closing note of this session.)
+    // containerd's default set.
     let c = sh("default", &bb, script);
     let out = status_field(&mut env, &pod, &pcfg, c).await;
     assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
+    // RuntimeDefault: a filter is loaded (mode 2) and it refuses a new user
+    // namespace, which no capability is needed for (so only seccomp stops it).
+    let probe = format!("{script}; unshare -U true && echo userns-allowed || echo userns-refused");
+    let mut c = sh("rtdefault", &bb, &probe);
+    security(&mut c).seccomp = Some(SecurityProfile {
+        profile_type: security_profile::ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    });
+    let out = status_field(&mut env, &pod, &pcfg, c).await;
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t0"), "{out}");
+    assert!(out.contains("userns-refused"), "{out}");
+    // The same with no_new_privs (the filter is loaded just before exec).
+    let mut c = sh("rtdefault-nnp", &bb, &probe);
+    security(&mut c).seccomp = Some(SecurityProfile {
+        profile_type: security_profile::ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    });
+    security(&mut c).no_new_privs = true;
+    let out = status_field(&mut env, &pod, &pcfg, c).await;
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("userns-refused"), "{out}");
+    // Dropping ALL leaves no capability at all.
+    let mut c = sh("dropall", &bb, script);
+    security(&mut c).capabilities = Some(Capability {
+        drop_capabilities: vec!["ALL".into()],
+        ..Default::default()
+    });
+    let out = status_field(&mut env, &pod, &pcfg, c).await;
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("CapBnd:\t0000000000000000"), "{out}");
     // Unconfined: no filter.
     let mut c = sh("unconfined", &bb, script);
     security(&mut c).seccomp = Some(SecurityProfile {
@@ -40,6 +70,15 @@ async fn default_capabilities_and_seccomp_profiles() {
     });
     let out = status_field(&mut env, &pod, &pcfg, c).await;
     assert!(out.contains("Seccomp:\t0"), "{out}");
+    // ... and without a filter the same user-namespace probe succeeds, so the
+    // refusal above is seccomp's doing.
+    let mut c = sh("unconfined-probe", &bb, &probe);
+    security(&mut c).seccomp = Some(SecurityProfile {
+        profile_type: security_profile::ProfileType::Unconfined as i32,
+        localhost_ref: String::new(),
+    });
+    let out = status_field(&mut env, &pod, &pcfg, c).await;
+    assert!(out.contains("userns-allowed"), "{out}");
     // A missing Localhost profile is a clear error at create.
     let mut c = sh("lh", &bb, "true");
     security(&mut c).seccomp = Some(SecurityProfile {

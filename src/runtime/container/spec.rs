@@ -68,8 +68,14 @@ pub fn build(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Spec, SpecError
         "env": input.env,
         "cwd": input.cwd,
         "capabilities": security::linux_capabilities(&caps)?,
-        "noNewPrivileges": sec.no_new_privs,
     });
+    // libcontainer tests `noNewPrivileges.is_some()`, not its value: an
+    // explicit `false` would make it load seccomp after dropping
+    // CAP_SYS_ADMIN without no_new_privs, which the kernel refuses. So the
+    // field is present only when true (absent means false in the OCI spec).
+    if sec.no_new_privs {
+        process["noNewPrivileges"] = json!(true);
+    }
     if let Some(adj) = input.oom_score_adj {
         process["oomScoreAdj"] = json!(adj);
     }
