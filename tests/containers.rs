@@ -440,3 +440,102 @@ async fn runc_handler_runs_the_same_spec() {
         .unwrap_err();
     assert!(err.message().contains("nosuch"), "{err:?}");
 }
+
+#[tokio::test]
+async fn tty_verbose_info_apparmor_and_devices() {
+    let mut env = Env::new("").await;
+    let bb = env.busybox.clone();
+    let (pod, pcfg) = env.pod("tty").await;
+    // tty: the process's stdio is a terminal, TERM is set, and its output
+    // still reaches the log (as stdout records; the pty turns \n into \r\n).
+    let mut c = sh(
+        "tty",
+        &bb,
+        "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; echo TERM=$TERM",
+    );
+    c.tty = true;
+    let (s, out) = env.run_to_exit(&pod, &pcfg, c).await;
+    assert_eq!(s.exit_code, 0, "{out}");
+    assert!(out.contains("is-a-tty"), "{out:?}");
+    assert!(out.contains("TERM=xterm"), "{out:?}");
+    assert!(
+        log_records(Path::new(&s.log_path))
+            .iter()
+            .all(|r| r.stream == "stdout"),
+        "a tty has one stream"
+    );
+    // Without a tty stdin is /dev/null, and TERM is not set.
+    let (_, out) = env
+        .run_to_exit(
+            &pod,
+            &pcfg,
+            sh("notty", &bb, "[ -t 1 ] || echo no-tty; echo TERM=$TERM"),
+        )
+        .await;
+    assert_eq!(out, "no-tty\nTERM=\n");
+
+    // Verbose status: the pid, the OCI spec and the runtime handler.
+    let id = env.run(&pod, &pcfg, sh("verbose", &bb, "sleep 300")).await;
+    let (_, info) = env.status_full(&id, true).await;
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).expect("info is JSON");
+    let pid = v["pid"].as_u64().expect("pid in info") as u32;
+    // StartContainer returns once the process is released to exec; give
+    // the exec a moment.
+    let mut cmdline = String::new();
+    for _ in 0..100 {
+        cmdline = std::fs::read_to_string(proc_path(pid, "cmdline")).expect("the pid is alive");
+        if cmdline.contains("sleep") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(cmdline.contains("sleep"), "{cmdline:?}");
+    assert_eq!(v["runtimeSpec"]["process"]["args"][2], "sleep 300", "{v}");
+    assert!(v["runtimeHandler"].is_string(), "{v}");
+    env.stop(&id, 0).await.unwrap();
+
+    // AppArmor: this kernel has none, so asking for a profile is a clear
+    // error at create, and unconfined is accepted.
+    assert!(
+        !Path::new("/sys/kernel/security/apparmor").exists(),
+        "this test expects a kernel without AppArmor"
+    );
+    let mut c = sh("aa", &bb, "true");
+    security(&mut c).apparmor = Some(SecurityProfile {
+        profile_type: security_profile::ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    });
+    let err = env.create(&pod, &pcfg, c).await.unwrap_err();
+    assert!(err.message().to_lowercase().contains("apparmor"), "{err:?}");
+    let mut c = sh("aa-unconfined", &bb, "true");
+    security(&mut c).apparmor = Some(SecurityProfile {
+        profile_type: security_profile::ProfileType::Unconfined as i32,
+        localhost_ref: String::new(),
+    });
+    let (s, _) = env.run_to_exit(&pod, &pcfg, c).await;
+    assert_eq!(s.exit_code, 0);
+
+    // CRI devices: a host device node appears at the container path and is
+    // usable with the permissions given; a missing host device is an error.
+    let mut c = sh(
+        "dev",
+        &bb,
+        "ls -l /dev/xnull | cut -c1; echo data > /dev/xnull && echo wrote",
+    );
+    c.devices = vec![Device {
+        container_path: "/dev/xnull".into(),
+        host_path: "/dev/null".into(),
+        permissions: "rw".into(),
+    }];
+    let (s, out) = env.run_to_exit(&pod, &pcfg, c).await;
+    assert_eq!(s.exit_code, 0, "{out}");
+    assert_eq!(out, "c\nwrote\n");
+    let mut c = sh("nodev", &bb, "true");
+    c.devices = vec![Device {
+        container_path: "/dev/x".into(),
+        host_path: "/dev/no-such-device".into(),
+        permissions: "rwm".into(),
+    }];
+    let err = env.create(&pod, &pcfg, c).await.unwrap_err();
+    assert!(err.message().contains("/dev/no-such-device"), "{err:?}");
+}

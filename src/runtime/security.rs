@@ -916,10 +916,11 @@ fn convert_profile(file: FileProfile, host: &Host) -> Result<LinuxSeccomp, Strin
 
 /// The AppArmor profile for the process, following containerd:
 ///
-/// * `None` / `RuntimeDefault`: containerd would load and apply its default
-///   profile (never to a privileged container). Loading a default profile is
-///   not implemented by crius, so the container runs without one on every
-///   host; `privileged` only matters once it is.
+/// * `None`: no profile.
+/// * `RuntimeDefault`: an error on a host without AppArmor (as containerd).
+///   Where AppArmor is enabled containerd would load and apply its default
+///   profile (never to a privileged container); crius does not load one yet,
+///   so the container runs without one and a warning is logged.
 /// * `Unconfined`: no profile.
 /// * `Localhost(name)`: the named profile, already loaded on the host; an
 ///   error when the host has no AppArmor (containerd fails the same way
@@ -930,8 +931,20 @@ pub fn apparmor(
     privileged: bool,
 ) -> Result<Option<String>, SecurityError> {
     match profile {
-        None | Some(Profile::RuntimeDefault) => {
-            let _ = privileged;
+        None => Ok(None),
+        // As containerd: asking for a profile on a host without AppArmor
+        // fails loudly rather than running unconfined.
+        Some(Profile::RuntimeDefault) if !host_has_apparmor => {
+            Err(SecurityError::AppArmorNotEnabled {
+                profile: "runtime/default".into(),
+            })
+        }
+        Some(Profile::RuntimeDefault) => {
+            if !privileged {
+                tracing::warn!(
+                    "AppArmor runtime/default requested: crius does not load a default profile yet; the container runs without one"
+                );
+            }
             Ok(None)
         }
         Some(Profile::Unconfined) => Ok(None),
@@ -1592,6 +1605,8 @@ mod tests {
             apparmor(Some(&Profile::RuntimeDefault), true, true).unwrap(),
             None
         );
+        let err = apparmor(Some(&Profile::RuntimeDefault), false, false).unwrap_err();
+        assert!(err.to_string().contains("runtime/default"), "{err}");
         assert_eq!(
             apparmor(Some(&Profile::Unconfined), false, false).unwrap(),
             None
