@@ -50,6 +50,9 @@ enum Command {
     /// Internal: a container's monitor (started by the daemon).
     #[command(hide = true)]
     Monitor { bundle: PathBuf },
+    /// Internal: forks monitors for the daemon (fd 0 is its socket).
+    #[command(hide = true)]
+    MonitorZygote,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Pinns => return crius::sys::namespace::pinns_main(),
         Command::Infra => return crius::sys::infra::infra_main(),
         Command::Monitor { bundle } => return crius::monitor::main(&bundle),
+        Command::MonitorZygote => return crius::monitor::zygote::main(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,7 @@
 pub mod client;
 pub mod log;
 mod run;
+pub mod zygote;
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};

@@ -24,6 +24,18 @@ pub fn detach() -> nix::Result<()> {
     }
 }
 
+/// Forks the calling process, which must be single-threaded (the monitor
+/// zygote). The child runs `child` and exits with the status it returns;
+/// the parent gets the child's pid.
+pub fn fork_run(child: impl FnOnce() -> i32) -> nix::Result<nix::unistd::Pid> {
+    // SAFETY: the only caller is the monitor zygote, which never starts a
+    // thread, so the child may run any code after fork.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Child => std::process::exit(child()),
+    }
+}
+
 /// Sets SIGPIPE to its default action (`true`) or ignores it (`false`).
 ///
 /// The Rust runtime ignores SIGPIPE, and ignored signals survive fork and

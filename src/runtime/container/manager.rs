@@ -29,6 +29,7 @@ use crate::image::ImageManager;
 use crate::image::manifest::ImageConfig;
 use crate::monitor::client::{self, ClientError};
 use crate::monitor::proto::{self, request::Kind};
+use crate::monitor::zygote::Zygote;
 use crate::monitor::{ExitRecord, Launch, Report, now_ns};
 use crate::runtime::sandbox::{SandboxManager, SandboxRecord, SandboxState};
 use crate::runtime::security;
@@ -52,6 +53,8 @@ pub struct ContainerManager {
 struct Inner {
     /// The read-only bind of the crius binary monitors run from.
     exe: PathBuf,
+    /// Forks monitors (falls back to exec'ing `exe` when unavailable).
+    zygote: Zygote,
     run_dir: PathBuf,
     bundles: PathBuf,
     uppers: PathBuf,
@@ -144,6 +147,7 @@ impl ContainerManager {
             .unwrap_or(0);
         Ok(Self {
             inner: Arc::new(Inner {
+                zygote: Zygote::new(exe.clone()),
                 exe,
                 run_dir: run_dir.to_path_buf(),
                 bundles,
@@ -656,8 +660,9 @@ impl ContainerManager {
             own_pid_ns,
         };
         let bundle = self.bundle(&id);
-        let exe = self.inner.exe.clone();
-        let report = blocking(move || spawn_monitor(&exe, &bundle, &launch)).await?;
+        let inner = self.inner.clone();
+        let report =
+            blocking(move || spawn_monitor(&inner.zygote, &inner.exe, &bundle, &launch)).await?;
         match report {
             Ok(r) => {
                 rec.state = ContainerState::Running;
@@ -1126,10 +1131,16 @@ fn container_cgroup(parent: &str, id: &ContainerId) -> String {
     }
 }
 
-/// Blocking: starts `crius monitor <bundle>` and reads its one-line report.
-/// The monitor double-forks, so the child we spawn exits at once; the
-/// report comes from the detached monitor through the inherited pipe.
-fn spawn_monitor(exe: &Path, bundle: &Path, launch: &Launch) -> Result<Report, String> {
+/// Blocking: starts the monitor for `bundle` (forked by the zygote, or
+/// `crius monitor <bundle>` exec'd when the zygote is unavailable) and reads
+/// its one-line report. The monitor double-forks into its own session; the
+/// report comes from the detached monitor through the pipe it inherited.
+fn spawn_monitor(
+    zygote: &Zygote,
+    exe: &Path,
+    bundle: &Path,
+    launch: &Launch,
+) -> Result<Report, String> {
     launch
         .save(bundle)
         .map_err(|e| format!("writing launch.json: {e}"))?;
@@ -1139,19 +1150,25 @@ fn spawn_monitor(exe: &Path, bundle: &Path, launch: &Launch) -> Result<Report, S
         .append(true)
         .open(bundle.join("monitor.log"))
         .map_err(|e| format!("opening monitor.log: {e}"))?;
-    let mut child = Command::new(exe)
-        .arg("monitor")
-        .arg(bundle)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .map_err(|e| format!("starting the monitor {}: {e}", exe.display()))?;
-    let mut out = child
-        .stdout
-        .take()
-        .ok_or_else(|| "monitor stdout missing".to_owned())?;
-    let _ = child.wait();
+    let (out, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("creating the monitor's report pipe: {e}"))?;
+    if let Err(e) = zygote.spawn(bundle, report_w.as_fd(), stderr.as_fd()) {
+        tracing::warn!(error = %e, "monitor zygote unavailable; exec'ing the monitor");
+        let mut child = Command::new(exe)
+            .arg("monitor")
+            .arg(bundle)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(report_w))
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("starting the monitor {}: {e}", exe.display()))?;
+        let _ = child.wait();
+    } else {
+        // Only the monitor may hold the write end now, so its exit (or a
+        // fork that never happened) reads as end of file.
+        drop(report_w);
+    }
+    let mut out = std::fs::File::from(out);
     let deadline = Instant::now() + START_TIMEOUT;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];

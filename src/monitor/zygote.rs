@@ -1,0 +1,272 @@
+//! The monitor zygote (`crius monitor-zygote`): one single-threaded crius
+//! process per daemon that forks a monitor for each StartContainer.
+//!
+//! Why: crius is a position-independent executable, so every freshly
+//! exec'd process relocates ~1 MiB of `.data.rel.ro`/`.got` pages, which
+//! become that process's private memory. Monitors forked from one process
+//! that did the relocation once share those pages copy-on-write (they are
+//! read-only after start-up and never copied), so each monitor's own
+//! (private) memory is what it actually allocates. Forking a ready process
+//! is also faster than exec plus dynamic loading.
+//!
+//! Protocol: the daemon spawns the zygote with fd 0 as one end of an
+//! `AF_UNIX`/`SOCK_SEQPACKET` socket pair. Each request is one datagram
+//! holding the bundle path, with two descriptors attached (`SCM_RIGHTS`):
+//! the monitor's stdout (the daemon's report pipe) and stderr
+//! (`monitor.log`). The zygote forks; the child becomes exactly what
+//! `crius monitor <bundle>` would be (stdin `/dev/null`, stdout and stderr
+//! the received descriptors, nothing else open) and runs the monitor, which
+//! detaches at once. The zygote reaps that child and answers with one
+//! datagram: empty for success, else the error. On end of file (the daemon
+//! exited or restarted) the zygote exits; monitors already forked are not
+//! affected. When the zygote is unavailable the daemon falls back to
+//! exec'ing `crius monitor <bundle>`.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Mutex;
+
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
+    sendmsg, socketpair,
+};
+
+use crate::sys::process;
+
+/// Largest request (a bundle path) the zygote accepts.
+const MAX_REQUEST: usize = 4096;
+/// Answer: the monitor was forked.
+const OK: &[u8] = b"+";
+/// Answer prefix: the fork failed; the rest is the error.
+const FAILED: &[u8] = b"-";
+
+/// `crius monitor-zygote`: serves fork requests on fd 0 until end of file.
+pub fn main() -> ExitCode {
+    // Out of the daemon's session: a terminal's signals to the daemon's
+    // process group must not reach us (the monitors detach anyway).
+    let _ = nix::unistd::setsid();
+    // fd 0 is the socket; this process never starts a thread, so forking
+    // it is safe (see `process::fork_run`).
+    let stdin = std::io::stdin();
+    let sock = stdin.as_fd();
+    let mut buf = vec![0u8; MAX_REQUEST];
+    loop {
+        let (bundle, fds) = match receive(sock, &mut buf) {
+            Ok(Some(req)) => req,
+            Ok(None) => return ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("monitor-zygote: receiving a request: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let answer = match fds.as_slice() {
+            [out, err] => fork_monitor(&bundle, out.as_fd(), err.as_fd()),
+            _ => Err(format!(
+                "expected 2 descriptors with the request, got {}",
+                fds.len()
+            )),
+        };
+        drop(fds);
+        let text = match answer {
+            Ok(()) => OK.to_vec(),
+            Err(e) => [FAILED, e.as_bytes()].concat(),
+        };
+        let iov = [IoSlice::new(&text)];
+        if let Err(e) = sendmsg::<()>(sock.as_raw_fd(), &iov, &[], MsgFlags::MSG_NOSIGNAL, None) {
+            eprintln!("monitor-zygote: answering: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+}
+
+/// One request: the bundle path and the descriptors that came with it;
+/// `None` at end of file.
+fn receive(sock: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Option<(PathBuf, Vec<OwnedFd>)>> {
+    let mut cmsg = nix::cmsg_space!([RawFd; 2]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let (n, fds) = loop {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                for c in msg.cmsgs()? {
+                    if let ControlMessageOwned::ScmRights(raw) = c {
+                        fds.extend(raw.into_iter().map(process::received_fd));
+                    }
+                }
+                break (msg.bytes, fds);
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    if n == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    let path = std::ffi::OsStr::from_bytes(&iov[0][..n]);
+    Ok(Some((PathBuf::from(path), fds)))
+}
+
+/// Forks the monitor for `bundle` and reaps the fork (the monitor detaches
+/// with a second fork, so this returns as soon as it has).
+fn fork_monitor(bundle: &Path, out: BorrowedFd<'_>, err: BorrowedFd<'_>) -> Result<(), String> {
+    let child = process::fork_run(|| {
+        let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string());
+        let redirected = null.and_then(|null| {
+            nix::unistd::dup2_stdin(&null)
+                .and_then(|()| nix::unistd::dup2_stdout(out))
+                .and_then(|()| nix::unistd::dup2_stderr(err))
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = redirected {
+            eprintln!("monitor-zygote: setting up the monitor's stdio: {e}");
+            return 1;
+        }
+        // From here on this process is `crius monitor <bundle>`; `ps`
+        // shows the zygote's command line, so name the task for what it is.
+        let _ = nix::sys::prctl::set_name(c"crius-monitor");
+        let _ = crate::monitor::main(bundle);
+        0
+    })
+    .map_err(|e| format!("forking the monitor: {e}"))?;
+    loop {
+        match nix::sys::wait::waitpid(child, None) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("waiting for the forked monitor: {e}")),
+        }
+    }
+}
+
+/// The daemon's handle on its zygote, started on first use and restarted
+/// when it has gone away.
+#[derive(Debug)]
+pub struct Zygote {
+    exe: PathBuf,
+    conn: Mutex<Option<(OwnedFd, Child)>>,
+}
+
+impl Zygote {
+    /// A handle for zygotes run from `exe` (the read-only bind of crius).
+    pub fn new(exe: PathBuf) -> Self {
+        Zygote {
+            exe,
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// Blocking: has the zygote fork a monitor for `bundle` with the given
+    /// stdout and stderr. One retry with a fresh zygote; an error means the
+    /// caller should exec the monitor itself.
+    pub fn spawn(
+        &self,
+        bundle: &Path,
+        stdout: BorrowedFd<'_>,
+        stderr: BorrowedFd<'_>,
+    ) -> Result<(), String> {
+        let mut conn = crate::runtime::lock(&self.conn);
+        let mut last = String::new();
+        for _ in 0..2 {
+            if conn.is_none() {
+                *conn = Some(self.start()?);
+            }
+            let Some((sock, _)) = conn.as_ref() else {
+                continue;
+            };
+            match request(sock.as_fd(), bundle, stdout, stderr) {
+                Ok(Ok(())) => return Ok(()),
+                // The zygote is fine; the fork itself failed.
+                Ok(Err(e)) => return Err(e),
+                Err(e) => {
+                    last = e;
+                    if let Some((sock, mut child)) = conn.take() {
+                        drop(sock);
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn start(&self) -> Result<(OwnedFd, Child), String> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| format!("creating the zygote's socket: {e}"))?;
+        let child = Command::new(&self.exe)
+            .arg("monitor-zygote")
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("starting {} monitor-zygote: {e}", self.exe.display()))?;
+        Ok((ours, child))
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        if let Some((sock, mut child)) = crate::runtime::lock(&self.conn).take() {
+            // End of file tells the zygote to exit.
+            drop(sock);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One request/answer; the outer error is the zygote's (transport), the
+/// inner one the fork's.
+fn request(
+    sock: BorrowedFd<'_>,
+    bundle: &Path,
+    stdout: BorrowedFd<'_>,
+    stderr: BorrowedFd<'_>,
+) -> Result<Result<(), String>, String> {
+    let path = bundle.as_os_str().as_bytes();
+    if path.is_empty() || path.len() > MAX_REQUEST {
+        return Ok(Err(format!("bundle path {} too long", bundle.display())));
+    }
+    let fds = [stdout.as_raw_fd(), stderr.as_raw_fd()];
+    let iov = [IoSlice::new(path)];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(|e| format!("sending to the monitor zygote: {e}"))?;
+    let mut buf = vec![0u8; MAX_REQUEST];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let n = loop {
+        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, None, MsgFlags::empty()) {
+            Ok(msg) => break msg.bytes,
+            Err(nix::errno::Errno::EINTR) => continue,
+            // Delivered but unanswered: whether a monitor was forked shows
+            // in the report pipe, so the caller reads that (no retry, which
+            // could start a second monitor).
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the monitor zygote's answer");
+                return Ok(Ok(()));
+            }
+        }
+    };
+    let answer = &iov[0][..n];
+    if answer == OK {
+        Ok(Ok(()))
+    } else if let Some(e) = answer.strip_prefix(FAILED) {
+        Ok(Err(String::from_utf8_lossy(e).into_owned()))
+    } else {
+        // End of file (n == 0): the zygote died after taking the request;
+        // as above, the report pipe tells.
+        tracing::warn!("the monitor zygote hung up without answering");
+        Ok(Ok(()))
+    }
+}
