@@ -539,3 +539,105 @@ async fn tty_verbose_info_apparmor_and_devices() {
     let err = env.create(&pod, &pcfg, c).await.unwrap_err();
     assert!(err.message().contains("/dev/no-such-device"), "{err:?}");
 }
+
+#[tokio::test]
+async fn groups_policy_image_references_and_status_fields() {
+    let mut env = Env::new("").await;
+    // busybox whose /etc/group lists `app` in two more groups.
+    let img = ImageBuilder::new()
+        .cmd(&["sh"])
+        .label("org.crius.test", "groups")
+        .layer(busybox_layer(Compression::Gzip))
+        .layer(
+            LayerBuilder::new()
+                .dir("etc", 0o755)
+                .file(
+                    "etc/group",
+                    "root:x:0:\napp:x:1002:\ngrp1003:x:1003:app\ngrp1004:x:1004:other,app\n",
+                    0o644,
+                )
+                .build(Compression::Gzip),
+        )
+        .build();
+    let groups = env.add_image("groups", &img).await;
+    let (pod, pcfg) = env.pod("groups").await;
+    // Merge (the default): the user's memberships in the image's
+    // /etc/group are added to the CRI ones.
+    let mut c = sh("merge", &groups, "id -G");
+    security(&mut c).run_as_user = Some(Int64Value { value: 1002 });
+    security(&mut c).supplemental_groups = vec![5000];
+    let (s, out) = env.run_to_exit(&pod, &pcfg, c).await;
+    let mut got: Vec<u32> = out
+        .split_whitespace()
+        .map(|g| g.parse().expect("gid"))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![1002, 1003, 1004, 5000], "{out}");
+    let linux = s
+        .user
+        .and_then(|u| u.linux)
+        .expect("status reports the user");
+    let mut reported = linux.supplemental_groups.clone();
+    reported.sort();
+    assert_eq!((linux.uid, linux.gid), (1002, 1002));
+    assert_eq!(reported, vec![1002, 1003, 1004, 5000]);
+    // Strict: only the primary group and the CRI list.
+    let mut c = sh("strict", &groups, "id -G");
+    security(&mut c).run_as_user = Some(Int64Value { value: 1002 });
+    security(&mut c).supplemental_groups = vec![5000];
+    security(&mut c).supplemental_groups_policy = SupplementalGroupsPolicy::Strict as i32;
+    let (_, out) = env.run_to_exit(&pod, &pcfg, c).await;
+    assert_eq!(out, "1002 5000\n");
+
+    // The image may be named by tag, by id or by repo@digest; the status
+    // reports the spec as given, the image id and the repo digest.
+    let id = img.id();
+    let digest_ref = {
+        let listed = env
+            .img
+            .image_status(ImageStatusRequest {
+                image: Some(ImageSpec {
+                    image: groups.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .expect("ImageStatus")
+            .into_inner()
+            .image
+            .expect("image present");
+        listed.repo_digests[0].clone()
+    };
+    for (name, spec) in [("by-id", id.clone()), ("by-digest", digest_ref.clone())] {
+        let (s, out) = env
+            .run_to_exit(&pod, &pcfg, sh(name, &spec, "echo ran"))
+            .await;
+        assert_eq!(out, "ran\n", "image {spec}");
+        assert_eq!(s.image_id, id, "image_id for {spec}");
+        assert_eq!(s.image_ref, digest_ref, "image_ref for {spec}");
+        assert_eq!(
+            s.image.as_ref().map(|i| i.image.as_str()),
+            Some(spec.as_str())
+        );
+    }
+    // A CRI mount is reported in the status as given.
+    let host = tempfile::tempdir().expect("tempdir");
+    let mut c = sh("mounted", &groups, "cat /data/f");
+    std::fs::write(host.path().join("f"), "from host\n").expect("write");
+    c.mounts = vec![Mount {
+        container_path: "/data".into(),
+        host_path: host.path().display().to_string(),
+        readonly: true,
+        ..Default::default()
+    }];
+    let (s, out) = env.run_to_exit(&pod, &pcfg, c).await;
+    assert_eq!(out, "from host\n");
+    assert!(
+        s.mounts
+            .iter()
+            .any(|m| m.container_path == "/data" && m.readonly),
+        "{:?}",
+        s.mounts
+    );
+}
