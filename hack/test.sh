@@ -28,8 +28,9 @@ step "cargo test --lib --bins --tests --no-fail-fast -- --test-threads=$threads"
 cargo test --lib --bins --tests --no-fail-fast -- --test-threads="$threads"
 
 # This machine runs cgroup v1; kubelet >= 1.35 needs v2. The cgroup tests
-# also run in a qemu guest whose only hierarchy is cgroup v2.
-step "cgroup v2: tests/cgroup.rs in a qemu guest (hack/test-cgroup-v2.sh)"
+# (sys::cgroup and container resources) also run in a qemu guest whose only
+# hierarchy is cgroup v2.
+step "cgroup v2: tests/cgroup.rs and tests/container_resources.rs in a qemu guest (hack/test-cgroup-v2.sh)"
 bash hack/test-cgroup-v2.sh
 
 echo

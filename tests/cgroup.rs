@@ -183,7 +183,7 @@ fn apply_writes_cpu_and_memory_limits() {
         CgroupMode::V2 => {
             let d = &dirs[0];
             assert_eq!(read(&d.join("cpu.max")), "50000 100000");
-            assert_eq!(read(&d.join("cpu.weight")), "20");
+            assert_eq!(read(&d.join("cpu.weight")), "59");
             assert_eq!(read(&d.join("memory.max")), "67108864");
         }
     }
@@ -203,7 +203,7 @@ fn apply_writes_cpu_and_memory_limits() {
         }
         CgroupMode::V2 => {
             assert_eq!(read(&dirs[0].join("cpu.max")), "50000 200000");
-            assert_eq!(read(&dirs[0].join("cpu.weight")), "20");
+            assert_eq!(read(&dirs[0].join("cpu.weight")), "59");
         }
     }
 

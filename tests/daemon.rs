@@ -7,9 +7,7 @@ mod common;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 use common::*;
-use k8s_cri::v1::{
-    CgroupDriver, ExecSyncRequest, RuntimeConfigRequest, StatusRequest, VersionRequest,
-};
+use k8s_cri::v1::{CgroupDriver, ExecRequest, RuntimeConfigRequest, StatusRequest, VersionRequest};
 use tonic::Code;
 
 async fn version_works(daemon: &Daemon) {
@@ -96,16 +94,17 @@ async fn rpcs_not_built_yet_answer_unimplemented() {
     let daemon = Daemon::start("");
     let mut rt = daemon.runtime_client().await;
     let err = rt
-        .exec_sync(ExecSyncRequest {
+        .exec(ExecRequest {
             container_id: "f".repeat(64),
             cmd: vec!["true".into()],
-            timeout: 0,
+            stdout: true,
+            ..Default::default()
         })
         .await
-        .expect_err("ExecSync is not built yet");
+        .expect_err("Exec is not built yet");
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
     assert!(
-        err.message().contains("ExecSync"),
+        err.message().contains("Exec"),
         "message names the RPC: {err:?}"
     );
     // Still serving.

@@ -741,6 +741,41 @@ impl Cri {
         self.containers.reopen_log(&req.container_id).await?;
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
+
+    pub(super) async fn container_exec_sync(
+        &self,
+        req: cri::ExecSyncRequest,
+    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        container_id(&req.container_id, "ExecSync")?;
+        if req.cmd.first().is_none_or(|c| c.is_empty()) {
+            return Err(Status::invalid_argument(
+                "ExecSync: cmd must name a program to run",
+            ));
+        }
+        if req.cmd.iter().any(|a| a.contains('\0')) {
+            return Err(Status::invalid_argument(
+                "ExecSync: cmd arguments must not contain NUL bytes",
+            ));
+        }
+        let timeout = match req.timeout {
+            0 => None,
+            t if t < 0 => {
+                return Err(Status::invalid_argument(format!(
+                    "ExecSync: timeout {t} is negative"
+                )));
+            }
+            t => Some(std::time::Duration::from_secs(t.unsigned_abs())),
+        };
+        let out = self
+            .containers
+            .exec_sync(&req.container_id, req.cmd, timeout)
+            .await?;
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        }))
+    }
 }
 
 #[cfg(test)]

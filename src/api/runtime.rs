@@ -245,6 +245,13 @@ impl RuntimeService for Cri {
         self.container_reopen_log(req.into_inner()).await
     }
 
+    async fn exec_sync(
+        &self,
+        req: Request<cri::ExecSyncRequest>,
+    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        self.container_exec_sync(req.into_inner()).await
+    }
+
     type GetContainerEventsStream = EventStream;
 
     async fn get_container_events(
@@ -257,7 +264,6 @@ impl RuntimeService for Cri {
     }
 
     unimplemented_rpcs! {
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync";
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";

@@ -51,6 +51,7 @@ impl From<ContainerError> for Status {
             ContainerError::PodNotReady(_) | ContainerError::State { .. } => {
                 Code::FailedPrecondition
             }
+            ContainerError::TimedOut { .. } => Code::DeadlineExceeded,
             ContainerError::Failed { .. } => Code::Unknown,
             ContainerError::Store(_) | ContainerError::Internal(_) => Code::Internal,
         };

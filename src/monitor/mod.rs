@@ -14,6 +14,7 @@
 //! stderr), `console.sock` (transient, tty only), `pid`.
 
 pub mod client;
+pub mod exec;
 pub mod log;
 mod run;
 pub mod zygote;

@@ -570,7 +570,7 @@ fn with_output(error: String, outputs: &[(OwnedFd, Stream)]) -> String {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {
@@ -665,7 +665,7 @@ fn create_external(
 
 /// The last error message in an OCI runtime's `--log` file (runc writes
 /// one JSON object or logfmt line per entry).
-fn last_runtime_error(log: &Path) -> String {
+pub(super) fn last_runtime_error(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     for line in text.lines().rev() {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)

@@ -38,6 +38,41 @@ use crate::sys::process;
 
 /// Largest request (a bundle path) the zygote accepts.
 const MAX_REQUEST: usize = 4096;
+/// What a request asks the zygote to fork.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A container monitor for a bundle; descriptors: stdout (the report
+    /// pipe), stderr (`monitor.log`).
+    Monitor,
+    /// An exec helper ([`super::exec`]) for a request file; descriptors:
+    /// the report pipe, the command's stdout, the command's stderr.
+    Exec,
+}
+
+impl Kind {
+    fn tag(self) -> u8 {
+        match self {
+            Kind::Monitor => b'M',
+            Kind::Exec => b'X',
+        }
+    }
+
+    fn from_tag(t: u8) -> Option<Self> {
+        match t {
+            b'M' => Some(Kind::Monitor),
+            b'X' => Some(Kind::Exec),
+            _ => None,
+        }
+    }
+
+    fn fds(self) -> usize {
+        match self {
+            Kind::Monitor => 2,
+            Kind::Exec => 3,
+        }
+    }
+}
+
 /// Answer: the monitor was forked.
 const OK: &[u8] = b"+";
 /// Answer prefix: the fork failed; the rest is the error.
@@ -54,7 +89,7 @@ pub fn main() -> ExitCode {
     let sock = stdin.as_fd();
     let mut buf = vec![0u8; MAX_REQUEST];
     loop {
-        let (bundle, fds) = match receive(sock, &mut buf) {
+        let (kind, path, fds) = match receive(sock, &mut buf) {
             Ok(Some(req)) => req,
             Ok(None) => return ExitCode::SUCCESS,
             Err(e) => {
@@ -62,14 +97,15 @@ pub fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let answer = match fds.as_slice() {
-            [out, err] => fork_monitor(&bundle, out.as_fd(), err.as_fd()),
-            _ => Err(format!(
-                "expected 2 descriptors with the request, got {}",
+        let answer = match kind {
+            None => Err("unknown request kind".to_owned()),
+            Some(k) if fds.len() != k.fds() => Err(format!(
+                "expected {} descriptors with the request, got {}",
+                k.fds(),
                 fds.len()
             )),
+            Some(k) => fork_child(k, &path, fds),
         };
-        drop(fds);
         let text = match answer {
             Ok(()) => OK.to_vec(),
             Err(e) => [FAILED, e.as_bytes()].concat(),
@@ -82,10 +118,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// One request: the bundle path and the descriptors that came with it;
-/// `None` at end of file.
-fn receive(sock: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Option<(PathBuf, Vec<OwnedFd>)>> {
-    let mut cmsg = nix::cmsg_space!([RawFd; 2]);
+/// What one request carries: its kind (`None`: unknown), path and
+/// descriptors.
+type Received = (Option<Kind>, PathBuf, Vec<OwnedFd>);
+
+/// One request; `None` at end of file.
+fn receive(sock: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Option<Received>> {
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
     let mut iov = [IoSliceMut::new(buf)];
     let (n, fds) = loop {
         match recvmsg::<()>(
@@ -110,32 +149,57 @@ fn receive(sock: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Option<(PathBuf,
     if n == 0 && fds.is_empty() {
         return Ok(None);
     }
-    let path = std::ffi::OsStr::from_bytes(&iov[0][..n]);
-    Ok(Some((PathBuf::from(path), fds)))
+    let msg = &iov[0][..n];
+    let kind = msg.first().copied().and_then(Kind::from_tag);
+    let path = std::ffi::OsStr::from_bytes(msg.get(1..).unwrap_or_default());
+    Ok(Some((kind, PathBuf::from(path), fds)))
 }
 
-/// Forks the monitor for `bundle` and reaps the fork (the monitor detaches
-/// with a second fork, so this returns as soon as it has).
-fn fork_monitor(bundle: &Path, out: BorrowedFd<'_>, err: BorrowedFd<'_>) -> Result<(), String> {
-    let child = process::fork_run(|| {
+/// Forks the monitor or exec helper for `path` and reaps the fork (both
+/// detach with a second fork, so this returns as soon as they have). The
+/// child keeps no descriptor it does not use: `fds` move into it, and the
+/// parent's copies close when the closure is dropped unrun.
+fn fork_child(kind: Kind, path: &Path, fds: Vec<OwnedFd>) -> Result<(), String> {
+    let child = process::fork_run(move || {
+        // Monitor: [stdout, stderr]. Exec: [report → stdout, out, err]; the
+        // helper's own stderr stays the zygote's.
+        let mut fds = fds.into_iter();
+        let (Some(first), Some(second)) = (fds.next(), fds.next()) else {
+            return 1;
+        };
+        let third = fds.next();
         let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string());
         let redirected = null.and_then(|null| {
             nix::unistd::dup2_stdin(&null)
-                .and_then(|()| nix::unistd::dup2_stdout(out))
-                .and_then(|()| nix::unistd::dup2_stderr(err))
+                .and_then(|()| nix::unistd::dup2_stdout(&first))
+                .and_then(|()| match kind {
+                    Kind::Monitor => nix::unistd::dup2_stderr(&second),
+                    Kind::Exec => Ok(()),
+                })
                 .map_err(|e| e.to_string())
         });
+        drop(first);
         if let Err(e) = redirected {
-            eprintln!("monitor-zygote: setting up the monitor's stdio: {e}");
+            eprintln!("monitor-zygote: setting up the child's stdio: {e}");
             return 1;
         }
-        // From here on this process is `crius monitor <bundle>`; `ps`
-        // shows the zygote's command line, so name the task for what it is.
-        let _ = nix::sys::prctl::set_name(c"crius-monitor");
-        let _ = crate::monitor::main(bundle);
-        0
+        match (kind, third) {
+            (Kind::Monitor, _) => {
+                drop(second);
+                // From here on this process is `crius monitor <bundle>`;
+                // `ps` shows the zygote's command line, so name the task.
+                let _ = nix::sys::prctl::set_name(c"crius-monitor");
+                let _ = crate::monitor::main(path);
+                0
+            }
+            (Kind::Exec, Some(err)) => {
+                let _ = nix::sys::prctl::set_name(c"crius-exec");
+                super::exec::main(path, second, err)
+            }
+            (Kind::Exec, None) => 1,
+        }
     })
-    .map_err(|e| format!("forking the monitor: {e}"))?;
+    .map_err(|e| format!("forking: {e}"))?;
     loop {
         match nix::sys::wait::waitpid(child, None) {
             Ok(_) => return Ok(()),
@@ -162,15 +226,10 @@ impl Zygote {
         }
     }
 
-    /// Blocking: has the zygote fork a monitor for `bundle` with the given
-    /// stdout and stderr. One retry with a fresh zygote; an error means the
-    /// caller should exec the monitor itself.
-    pub fn spawn(
-        &self,
-        bundle: &Path,
-        stdout: BorrowedFd<'_>,
-        stderr: BorrowedFd<'_>,
-    ) -> Result<(), String> {
+    /// Blocking: has the zygote fork a `kind` child for `path` with `fds`
+    /// (see [`Kind`]). One retry with a fresh zygote; an error means
+    /// nothing was forked (for a monitor the caller may exec it instead).
+    pub fn spawn(&self, kind: Kind, path: &Path, fds: &[BorrowedFd<'_>]) -> Result<(), String> {
         let mut conn = crate::runtime::lock(&self.conn);
         let mut last = String::new();
         for _ in 0..2 {
@@ -180,7 +239,7 @@ impl Zygote {
             let Some((sock, _)) = conn.as_ref() else {
                 continue;
             };
-            match request(sock.as_fd(), bundle, stdout, stderr) {
+            match request(sock.as_fd(), kind, path, fds) {
                 Ok(Ok(())) => return Ok(()),
                 // The zygote is fine; the fork itself failed.
                 Ok(Err(e)) => return Err(e),
@@ -230,17 +289,18 @@ impl Drop for Zygote {
 /// inner one the fork's.
 fn request(
     sock: BorrowedFd<'_>,
-    bundle: &Path,
-    stdout: BorrowedFd<'_>,
-    stderr: BorrowedFd<'_>,
+    kind: Kind,
+    path: &Path,
+    fds: &[BorrowedFd<'_>],
 ) -> Result<Result<(), String>, String> {
-    let path = bundle.as_os_str().as_bytes();
-    if path.is_empty() || path.len() > MAX_REQUEST {
-        return Ok(Err(format!("bundle path {} too long", bundle.display())));
+    let path_bytes = path.as_os_str().as_bytes();
+    if path_bytes.is_empty() || path_bytes.len() >= MAX_REQUEST {
+        return Ok(Err(format!("path {} too long", path.display())));
     }
-    let fds = [stdout.as_raw_fd(), stderr.as_raw_fd()];
-    let iov = [IoSlice::new(path)];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let msg = [&[kind.tag()], path_bytes].concat();
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let iov = [IoSlice::new(&msg)];
+    let cmsg = [ControlMessage::ScmRights(&raw)];
     sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
         .map_err(|e| format!("sending to the monitor zygote: {e}"))?;
     let mut buf = vec![0u8; MAX_REQUEST];

@@ -333,6 +333,237 @@ impl Cgroups {
     }
 }
 
+/// The limit files a container update may write, and what they held
+/// before: [`Cgroups::restore`] puts them back when an update fails halfway
+/// (fields the update sets that the container never had included).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    files: Vec<(PathBuf, String)>,
+}
+
+/// Per v1 controller, the limit files [`Cgroups::snapshot`] saves.
+const V1_LIMIT_FILES: &[(&str, &[&str])] = &[
+    (
+        "cpu",
+        &["cpu.shares", "cpu.cfs_period_us", "cpu.cfs_quota_us"],
+    ),
+    (
+        "memory",
+        &["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"],
+    ),
+    ("cpuset", &["cpuset.mems", "cpuset.cpus"]),
+];
+
+/// The v2 limit files [`Cgroups::snapshot`] saves (plus `unified` keys).
+const V2_LIMIT_FILES: &[&str] = &[
+    "cpu.max",
+    "cpu.weight",
+    "memory.max",
+    "memory.swap.max",
+    "cpuset.mems",
+    "cpuset.cpus",
+];
+
+impl Cgroups {
+    /// Memory limit and CRI's memory+swap limit together (both in bytes,
+    /// negative = unlimited). v1 keeps `memsw >= limit` at every step, so
+    /// memsw goes first when it grows and last when it shrinks; v2's
+    /// `memory.swap.max` is the swap alone (memsw - limit), as runc and
+    /// youki convert it.
+    pub fn apply_memory(
+        &self,
+        path: &str,
+        limit: Option<i64>,
+        memsw: Option<i64>,
+    ) -> Result<(), CgroupError> {
+        let parts = components(path)?;
+        let v1 = |x: i64| {
+            if x < 0 {
+                "-1".to_string()
+            } else {
+                x.to_string()
+            }
+        };
+        match self.mode {
+            CgroupMode::V1 => {
+                if limit.is_none() && memsw.is_none() {
+                    return Ok(());
+                }
+                let h = self.hierarchies.iter().find(|h| h.has("memory"));
+                let h = h.ok_or_else(|| CgroupError::ControllerUnavailable {
+                    controller: "memory",
+                    path: join(&self.root, &parts),
+                })?;
+                let dir = existing(join(&h.dir, &parts))?;
+                let limit_file = dir.join("memory.limit_in_bytes");
+                let swap_file = dir.join("memory.memsw.limit_in_bytes");
+                let Some(s) = memsw else {
+                    return limit.map_or(Ok(()), |l| write(&limit_file, &v1(l)));
+                };
+                if !swap_file.exists() {
+                    return Err(CgroupError::ControllerUnavailable {
+                        controller: "memory swap accounting (boot with swapaccount=1)",
+                        path: dir,
+                    });
+                }
+                match limit {
+                    None => write(&swap_file, &v1(s)),
+                    Some(l) => match write(&swap_file, &v1(s)) {
+                        Ok(()) => write(&limit_file, &v1(l)),
+                        // memsw below the current limit: limit first.
+                        Err(_) => {
+                            write(&limit_file, &v1(l))?;
+                            write(&swap_file, &v1(s))
+                        }
+                    },
+                }
+            }
+            CgroupMode::V2 => {
+                let dir = existing(join(&self.root, &parts))?;
+                let max = dir.join("memory.max");
+                if let Some(l) = limit {
+                    let value = if l < 0 {
+                        "max".to_string()
+                    } else {
+                        l.to_string()
+                    };
+                    write(&max, &value)?;
+                }
+                let Some(s) = memsw else { return Ok(()) };
+                let swap_file = dir.join("memory.swap.max");
+                let current = match limit {
+                    Some(l) => (l >= 0).then_some(l),
+                    None => read(&max)?.parse::<i64>().ok(),
+                };
+                let swap = match current {
+                    Some(l) if s >= 0 => {
+                        if s < l {
+                            return Err(CgroupError::Write {
+                                file: swap_file,
+                                value: format!("{s} - {l}"),
+                                source: io::Error::new(
+                                    io::ErrorKind::InvalidInput,
+                                    "the memory+swap limit is below the memory limit",
+                                ),
+                            });
+                        }
+                        (s - l).to_string()
+                    }
+                    _ => "max".to_string(),
+                };
+                write(&swap_file, &swap).map_err(|e| match e {
+                    CgroupError::Write { source, .. }
+                        if source.kind() == io::ErrorKind::NotFound =>
+                    {
+                        CgroupError::ControllerUnavailable {
+                            controller: "memory swap accounting",
+                            path: dir.clone(),
+                        }
+                    }
+                    e => e,
+                })
+            }
+        }
+    }
+
+    /// Writes CRI `unified` entries (v2 file name → value) into `path`.
+    /// Names are plain control files of the cgroup; on v1 there is none.
+    pub fn apply_unified<'a>(
+        &self,
+        path: &str,
+        entries: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Result<(), CgroupError> {
+        let parts = components(path)?;
+        let dir = join(&self.root, &parts);
+        let mut entries = entries.into_iter().peekable();
+        if entries.peek().is_none() {
+            return Ok(());
+        }
+        if self.mode != CgroupMode::V2 {
+            return Err(CgroupError::ControllerUnavailable {
+                controller: "unified (cgroup v2 only)",
+                path: dir,
+            });
+        }
+        let dir = existing(dir)?;
+        for (name, value) in entries {
+            if name.is_empty() || name.contains('/') || name.starts_with('.') {
+                return Err(CgroupError::InvalidPath {
+                    path: name.clone(),
+                    reason: "a unified key must be a control file name",
+                });
+            }
+            write(&dir.join(name), value)?;
+        }
+        Ok(())
+    }
+
+    /// Saves the limit files of `path` (and the v2 files named in `extra`)
+    /// that exist, for [`Cgroups::restore`].
+    pub fn snapshot(&self, path: &str, extra: &[&str]) -> Result<Snapshot, CgroupError> {
+        let parts = components(path)?;
+        let mut wanted: Vec<PathBuf> = Vec::new();
+        match self.mode {
+            CgroupMode::V1 => {
+                for (controller, files) in V1_LIMIT_FILES {
+                    if let Some(h) = self.hierarchies.iter().find(|h| h.has(controller)) {
+                        let dir = existing(join(&h.dir, &parts))?;
+                        wanted.extend(files.iter().map(|f| dir.join(f)));
+                    }
+                }
+            }
+            CgroupMode::V2 => {
+                let dir = existing(join(&self.root, &parts))?;
+                wanted.extend(V2_LIMIT_FILES.iter().map(|f| dir.join(f)));
+                wanted.extend(
+                    extra
+                        .iter()
+                        .filter(|f| !f.is_empty() && !f.contains('/') && !f.starts_with('.'))
+                        .map(|f| dir.join(f)),
+                );
+            }
+        }
+        let mut files = Vec::new();
+        for file in wanted {
+            match fs::read_to_string(&file) {
+                Ok(v) => files.push((file, v.trim().to_string())),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(CgroupError::Read { file, source }),
+            }
+        }
+        Ok(Snapshot { files })
+    }
+
+    /// Writes back what `snapshot` saw, where it changed. Pairs the kernel
+    /// checks against each other (memory/memsw, quota/period) may refuse
+    /// one order, so failed writes are retried after the others.
+    pub fn restore(&self, snapshot: &Snapshot) -> Result<(), CgroupError> {
+        let mut pending: Vec<&(PathBuf, String)> = snapshot
+            .files
+            .iter()
+            .filter(|(file, value)| read(file).ok().as_deref() != Some(value.as_str()))
+            .collect();
+        let mut last = None;
+        for _ in 0..3 {
+            let mut failed = Vec::new();
+            for entry in pending {
+                // An empty write is no write at all; cgroupfs takes "\n"
+                // as the empty value (v2 cpuset: inherit the parent's).
+                let value = if entry.1.is_empty() { "\n" } else { &entry.1 };
+                if let Err(e) = write(&entry.0, value) {
+                    failed.push(entry);
+                    last = Some(e);
+                }
+            }
+            if failed.is_empty() {
+                return Ok(());
+            }
+            pending = failed;
+        }
+        Err(last.expect("a failed write was recorded"))
+    }
+}
+
 /// Splits a cgroup parent into its components, refusing anything that could
 /// leave the cgroup tree: `..` would let a pod spec reach a sibling's or the
 /// host's cgroup, a NUL would truncate the path in the kernel.
@@ -503,10 +734,20 @@ fn quota_v2(quota: i64) -> String {
     }
 }
 
-/// runc's mapping of v1 shares [2, 262144] onto v2 weight [1, 10000].
+/// v1 shares [2, 262144] onto v2 weight [1, 10000] as runc
+/// (opencontainers/cgroups >= 0.0.5), youki's libcgroups (which creates
+/// container cgroups, so an update must agree with it) and kubelet map
+/// them: the default 1024 shares become the default weight 100.
 fn shares_to_weight(shares: u64) -> u64 {
-    let shares = shares.clamp(2, 262_144);
-    1 + ((shares - 2) * 9999) / 262_142
+    if shares <= 2 {
+        return 1;
+    }
+    if shares >= 262_144 {
+        return 10_000;
+    }
+    let l = (shares as f64).log2();
+    let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+    (10f64.powf(exponent).ceil() as u64).clamp(1, 10_000)
 }
 
 /// Enables the pod controllers in `dir`'s `cgroup.subtree_control`, so its
@@ -641,8 +882,9 @@ mod tests {
     fn shares_map_to_weight_like_runc() {
         assert_eq!(shares_to_weight(2), 1);
         assert_eq!(shares_to_weight(0), 1);
-        assert_eq!(shares_to_weight(1024), 39);
-        assert_eq!(shares_to_weight(512), 20);
+        assert_eq!(shares_to_weight(1024), 100);
+        assert_eq!(shares_to_weight(512), 59);
+        assert_eq!(shares_to_weight(256), 35);
         assert_eq!(shares_to_weight(262_144), 10_000);
         assert_eq!(shares_to_weight(u64::MAX), 10_000);
     }

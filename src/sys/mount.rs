@@ -1,4 +1,5 @@
-//! Mounts the runtime makes on the host: the pod's /dev/shm tmpfs.
+//! Mounts the runtime makes on the host: the pod's /dev/shm tmpfs, container
+//! rootfs overlays, staged CRI bind mounts.
 
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -103,4 +104,82 @@ pub fn bind_file_readonly(src: &Path, dst: &Path) -> io::Result<()> {
         None::<&str>,
     )
     .map_err(io::Error::from)
+}
+
+/// Bind-mounts `src` and everything mounted below it at `dst` (created: a
+/// directory, or an empty file when `src` is not a directory), then makes
+/// the new tree rslave (`slave`) or rprivate. For CRI mounts whose
+/// propagation differs from the container's rootfs: libcontainer 0.7
+/// ignores per-mount propagation options, so its bind mounts keep the
+/// propagation their source has, and the source is this staged copy.
+pub fn bind_staged(src: &Path, dst: &Path, slave: bool) -> io::Result<()> {
+    if std::fs::metadata(src)?.is_dir() {
+        match std::fs::DirBuilder::new().mode(0o700).create(dst) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+    } else if !dst.exists() {
+        std::fs::File::create(dst)?;
+    }
+    nix::mount::mount(
+        Some(src),
+        dst,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )?;
+    let flag = if slave {
+        MsFlags::MS_SLAVE
+    } else {
+        MsFlags::MS_PRIVATE
+    };
+    if let Err(e) = nix::mount::mount(
+        None::<&str>,
+        dst,
+        None::<&str>,
+        flag | MsFlags::MS_REC,
+        None::<&str>,
+    ) {
+        let _ = unmount(dst);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Detaches the staged mounts in `dir` (see [`bind_staged`]); a missing dir
+/// is fine. An error means one may still be mounted: the caller must not
+/// delete `dir`, which would delete host files through it.
+pub fn unmount_staged(dir: &Path) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let path = e?.path();
+        // Detach until nothing is left mounted there (EINVAL).
+        let mut clear = false;
+        for _ in 0..16 {
+            match nix::mount::umount2(&path, MntFlags::MNT_DETACH) {
+                Ok(()) => {}
+                Err(Errno::EINVAL) | Err(Errno::ENOENT) => {
+                    clear = true;
+                    break;
+                }
+                Err(e) => {
+                    return Err(io::Error::new(
+                        io::Error::from(e).kind(),
+                        format!("unmounting {}: {e}", path.display()),
+                    ));
+                }
+            }
+        }
+        if !clear {
+            return Err(io::Error::other(format!(
+                "{} is still mounted",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }

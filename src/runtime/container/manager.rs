@@ -9,6 +9,8 @@
 //! - `<run_dir>/runtime/<id>` (or `<run_dir>/runtime-<handler>/<id>` for an
 //!   external runtime): the OCI runtime's own state.
 
+mod exec;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
 use std::os::fd::AsFd as _;
@@ -29,7 +31,7 @@ use crate::image::ImageManager;
 use crate::image::manifest::ImageConfig;
 use crate::monitor::client::{self, ClientError};
 use crate::monitor::proto::{self, request::Kind};
-use crate::monitor::zygote::Zygote;
+use crate::monitor::zygote::{self, Zygote};
 use crate::monitor::{ExitRecord, Launch, Report, now_ns};
 use crate::runtime::sandbox::{SandboxManager, SandboxRecord, SandboxState};
 use crate::runtime::security;
@@ -169,6 +171,23 @@ impl ContainerManager {
     /// Reconciles running containers with their monitors after a restart
     /// and watches the live ones for their exit.
     pub async fn resume(&self) {
+        // StartContainers the previous daemon did not see through: the
+        // launch file was written, the record still says Created.
+        let starting: Vec<ContainerId> = lock(&self.inner.records)
+            .values()
+            .filter(|r| r.state == ContainerState::Created)
+            .filter(|r| self.bundle(&r.id).join(Launch::FILE).exists())
+            .map(|r| r.id.clone())
+            .collect();
+        for id in starting {
+            if let Err(e) = self.adopt_interrupted_start(&id).await {
+                tracing::warn!(container = %id, error = %e, "recovering an interrupted start");
+            }
+        }
+        // CreateContainers cut short before their record was written: their
+        // rootfs mount, bundle and writable layer belong to nobody.
+        let me = self.clone();
+        let _ = blocking(move || me.collect_orphans()).await;
         let running: Vec<ContainerId> = lock(&self.inner.records)
             .values()
             .filter(|r| r.state == ContainerState::Running)
@@ -185,6 +204,84 @@ impl ContainerManager {
                 self.watch(id);
             }
         }
+    }
+
+    /// Blocking: removes bundles and writable layers that no record owns.
+    fn collect_orphans(&self) {
+        let known: std::collections::HashSet<String> = lock(&self.inner.records)
+            .keys()
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        let mut orphans = std::collections::BTreeSet::new();
+        for dir in [&self.inner.bundles, &self.inner.uppers] {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if known.contains(&name) {
+                    continue;
+                }
+                match ContainerId::parse(&name) {
+                    Ok(id) => {
+                        orphans.insert(id);
+                    }
+                    Err(_) => {
+                        tracing::warn!(dir = %dir.display(), entry = %name, "unexpected entry left alone");
+                    }
+                }
+            }
+        }
+        for id in orphans {
+            tracing::info!(container = %id, "removing the remains of an interrupted CreateContainer");
+            self.remove_files(&id, None);
+        }
+    }
+
+    /// A container whose StartContainer was cut short by a daemon crash:
+    /// Running if its monitor answers, else Running-then-exited if the
+    /// monitor recorded an exit, else a failed start (nothing runs).
+    async fn adopt_interrupted_start(&self, id: &ContainerId) -> Result<(), ContainerError> {
+        let Some(mut rec) = self.record(id) else {
+            return Ok(());
+        };
+        let bundle = self.bundle(id);
+        let state = client::call(
+            &self.socket(id),
+            Kind::State(proto::State {}),
+            Some(Duration::from_secs(5)),
+        )
+        .await
+        .ok()
+        .and_then(|r| r.state)
+        .filter(|s| s.pid > 0);
+        let exit = {
+            let b = bundle.clone();
+            blocking(move || ExitRecord::load(&b)).await?.ok().flatten()
+        };
+        if let Some(st) = state {
+            rec.state = ContainerState::Running;
+            rec.pid = st.pid.unsigned_abs();
+            rec.started_ns = st.started_ns;
+        } else if let Some(e) = exit {
+            // It ran and exited; the start time is the launch file's.
+            rec.state = ContainerState::Running;
+            rec.started_ns = std::fs::metadata(bundle.join(Launch::FILE))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| i64::try_from(d.as_nanos()).ok())
+                .unwrap_or(e.finished_ns);
+        } else {
+            rec.state = ContainerState::Exited;
+            rec.exit_code = 128;
+            rec.reason = "StartError".into();
+            rec.message = "crius restarted during StartContainer and the container did not start".into();
+            rec.finished_ns = now_ns();
+        }
+        tracing::info!(container = %id, state = ?rec.state, "interrupted start recovered");
+        // refresh() (called next for Running records) picks up exit.json.
+        self.persist(&rec).await
     }
 
     fn bundle(&self, id: &ContainerId) -> PathBuf {
@@ -499,7 +596,7 @@ impl ContainerManager {
             let (v, clamped) = spec::restrict_oom_score_adj(
                 spec.resources.oom_score_adj,
                 self.inner.own_oom_score_adj,
-                false,
+                holds_cap_sys_resource(),
             );
             if clamped {
                 tracing::info!(
@@ -521,8 +618,15 @@ impl ContainerManager {
         } else {
             None
         };
+        // libcontainer ignores per-mount propagation (see `stage_mounts`).
+        let staged = if self.state_root(&pod.spec.runtime_handler)?.1.is_none() {
+            stage_mounts(&bundle.join(STAGED_MOUNTS), spec)
+                .map_err(|e| fail("staging mounts", e))?
+        } else {
+            None
+        };
         let oci = spec::build(&SpecInput {
-            spec,
+            spec: staged.as_ref().unwrap_or(spec),
             pod,
             pod_dir: &pod_dir,
             user: &user,
@@ -929,7 +1033,16 @@ impl ContainerManager {
         let socket = self.socket(id);
         let _ = std::fs::remove_file(&socket);
         let _ = std::fs::remove_file(socket.with_extension("tty"));
-        for dir in [bundle, self.inner.uppers.join(id.as_str())] {
+        // Staged mounts are host dirs: the bundle is kept rather than
+        // deleted through one still mounted.
+        let mut dirs = vec![self.inner.uppers.join(id.as_str())];
+        match mount::unmount_staged(&bundle.join(STAGED_MOUNTS)) {
+            Ok(()) => dirs.push(bundle),
+            Err(e) => {
+                tracing::error!(container = %id, error = %e, "unmounting staged mounts; bundle kept");
+            }
+        }
+        for dir in dirs {
             if let Err(e) = std::fs::remove_dir_all(&dir)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
@@ -1024,10 +1137,22 @@ impl ContainerManager {
             };
             let (path, new, old) = (rec.cgroup_path.clone(), r.clone(), rec.resources.clone());
             let result = blocking(move || {
+                // All or nothing: what the files held before, including
+                // limits the container never had (unset in `old`).
+                let keys: Vec<&str> = new.unified.keys().map(String::as_str).collect();
+                let saved = cg.snapshot(&path, &keys);
                 let res = apply_resources(&cg, &path, &new);
                 if res.is_err() {
-                    // All or nothing: put the previous values back.
-                    let _ = apply_resources(&cg, &path, &old);
+                    match &saved {
+                        Ok(s) => {
+                            if let Err(e) = cg.restore(s) {
+                                tracing::error!(cgroup = %path, error = %e, "rolling back a failed resource update");
+                            }
+                        }
+                        Err(_) => {
+                            let _ = apply_resources(&cg, &path, &old);
+                        }
+                    }
                 }
                 res
             })
@@ -1152,7 +1277,11 @@ fn spawn_monitor(
         .map_err(|e| format!("opening monitor.log: {e}"))?;
     let (out, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("creating the monitor's report pipe: {e}"))?;
-    if let Err(e) = zygote.spawn(bundle, report_w.as_fd(), stderr.as_fd()) {
+    if let Err(e) = zygote.spawn(
+        zygote::Kind::Monitor,
+        bundle,
+        &[report_w.as_fd(), stderr.as_fd()],
+    ) {
         tracing::warn!(error = %e, "monitor zygote unavailable; exec'ing the monitor");
         let mut child = Command::new(exe)
             .arg("monitor")
@@ -1217,17 +1346,76 @@ fn spawn_monitor(
 }
 
 /// Writes CRI resources into a live cgroup.
+/// Whether this process may lower an oom_score_adj below its own
+/// (CAP_SYS_RESOURCE, bit 24, in the effective set of /proc/self/status).
+fn holds_cap_sys_resource() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0)
+}
+
 fn apply_resources(cg: &Cgroups, path: &str, r: &ContainerResources) -> Result<(), String> {
     let pos = |v: i64| (v > 0).then_some(v);
     let res = crate::sys::cgroup::Resources {
         cpu_period: pos(r.cpu_period).map(|v| v.unsigned_abs()),
         cpu_quota: (r.cpu_quota != 0).then_some(r.cpu_quota),
         cpu_shares: pos(r.cpu_shares).map(|v| v.unsigned_abs()),
-        memory_limit: pos(r.memory_limit_in_bytes),
+        // With the swap limit below, in an order the kernel accepts.
+        memory_limit: None,
         cpuset_cpus: Some(r.cpuset_cpus.clone()).filter(|s| !s.is_empty()),
         cpuset_mems: Some(r.cpuset_mems.clone()).filter(|s| !s.is_empty()),
     };
-    cg.apply(path, &res).map_err(|e| e.to_string())
+    cg.apply(path, &res).map_err(|e| e.to_string())?;
+    let swap = (r.memory_swap_limit_in_bytes != 0).then_some(r.memory_swap_limit_in_bytes);
+    cg.apply_memory(path, pos(r.memory_limit_in_bytes), swap)
+        .map_err(|e| e.to_string())?;
+    cg.apply_unified(path, &r.unified)
+        .map_err(|e| e.to_string())
+}
+
+/// The bundle's dir of staged CRI mounts.
+const STAGED_MOUNTS: &str = "mounts";
+
+/// libcontainer 0.7 ignores per-mount propagation options: a bind mount
+/// keeps the propagation its source has in the container's namespace,
+/// which is the rootfs's (rshared with a BIDIRECTIONAL mount, rslave with a
+/// HOST_TO_CONTAINER one, else rprivate: see spec.rs). So the mounts that
+/// would inherit the wrong one (PRIVATE next to those, HOST_TO_CONTAINER
+/// next to BIDIRECTIONAL) are staged in `dir` as rprivate or rslave binds
+/// of their host path, and mounted from there. Returns the spec with those
+/// sources (None: nothing staged). Unstaged by `remove_files`.
+fn stage_mounts(dir: &Path, spec: &ContainerSpec) -> Result<Option<ContainerSpec>, String> {
+    let has = |p| spec.mounts.iter().any(|m| m.propagation == p);
+    let bidirectional = has(Propagation::Bidirectional);
+    if !bidirectional && !has(Propagation::HostToContainer) {
+        return Ok(None);
+    }
+    let mut out = spec.clone();
+    let mut any = false;
+    for (i, m) in out.mounts.iter_mut().enumerate() {
+        let slave = match m.propagation {
+            Propagation::Private => false,
+            Propagation::HostToContainer if bidirectional => true,
+            _ => continue,
+        };
+        if !any {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            any = true;
+        }
+        let staged = dir.join(i.to_string());
+        mount::bind_staged(Path::new(&m.host_path), &staged, slave)
+            .map_err(|e| format!("mount {} from {}: {e}", m.container_path, m.host_path))?;
+        m.host_path = staged.display().to_string();
+    }
+    Ok(any.then_some(out))
 }
 
 /// The mount point containing `path` and its optional fields (`shared:N`,

@@ -34,6 +34,9 @@ pub enum ContainerError {
     /// The request is valid but the container's state does not allow it.
     #[error("container {id}: {what}")]
     State { id: ContainerId, what: String },
+    /// An operation's deadline passed (ExecSync's timeout).
+    #[error("container {id}: {what}")]
+    TimedOut { id: ContainerId, what: String },
     #[error("container {id}: {context}: {message}")]
     Failed {
         id: ContainerId,

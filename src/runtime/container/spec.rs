@@ -123,12 +123,19 @@ pub fn build(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Spec, SpecError
         linux["readonlyPaths"] = json!(readonly);
     }
     // Propagation to or from the host needs a rootfs mount that is not
-    // private (containerd sets the same).
+    // private (containerd sets the same). The OCI values, not runc's
+    // `rshared`/`rslave`: libcontainer refuses those (and applies these
+    // recursively); runc accepts both. libcontainer 0.7 also ignores the
+    // per-mount propagation options (its bind mounts keep the propagation
+    // of their source in the container's namespace, rslave by default), so
+    // without propagating mounts the tree is made private: CRI's PRIVATE.
     let props = spec.mounts.iter().map(|m| m.propagation);
     if props.clone().any(|p| p == Propagation::Bidirectional) {
-        linux["rootfsPropagation"] = json!("rshared");
+        linux["rootfsPropagation"] = json!("shared");
     } else if props.clone().any(|p| p == Propagation::HostToContainer) {
-        linux["rootfsPropagation"] = json!("rslave");
+        linux["rootfsPropagation"] = json!("slave");
+    } else {
+        linux["rootfsPropagation"] = json!("private");
     }
     if let Some(s) = seccomp {
         linux["seccomp"] = serde_json::to_value(s).map_err(|e| SpecError::Oci(e.to_string()))?;

@@ -1,0 +1,292 @@
+//! The exec helper: runs one command inside a running container for
+//! ExecSync. Forked by the monitor zygote (so, like the monitor, it is
+//! single-threaded and may use `libcontainer`), it detaches into its own
+//! session, starts the process as a tenant of the container — its
+//! namespaces, cgroup, user, capabilities, seccomp and the rest, from the
+//! process spec the daemon wrote — waits for it (killing it when the
+//! timeout expires) and writes one JSON [`ExecReport`] line to its stdout.
+//! The command's stdout and stderr go straight to the daemon's pipes.
+
+use std::io::Write as _;
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+
+use crate::sys::process;
+
+/// What the daemon asks for, as JSON in the container's bundle dir.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// The container id (as the OCI runtime knows it).
+    pub id: String,
+    /// The OCI runtime's state root.
+    pub state_root: PathBuf,
+    /// External OCI runtime binary; `None` is the built-in executor.
+    pub runtime: Option<PathBuf>,
+    /// The OCI `process` object to run (JSON file).
+    pub process: PathBuf,
+    /// Kill the process after this long; 0 = never.
+    pub timeout_ms: u64,
+    /// Built-in executor only: the container's seccomp filter (the OCI
+    /// `linux.seccomp` object). libcontainer 0.7 drops `linux.seccomp` when
+    /// it runs a process in an existing container, so the helper loads the
+    /// filter itself, just before exec.
+    #[serde(default)]
+    pub seccomp: Option<serde_json::Value>,
+    /// Capabilities the daemon added to the process only so that the
+    /// filter can be loaded without no_new_privs (`CAP_SYS_ADMIN`) and the
+    /// additions dropped again (`CAP_SETPCAP`): dropped, in this order,
+    /// right after the filter is in place.
+    #[serde(default)]
+    pub drop_caps: Vec<String>,
+}
+
+/// The helper's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecReport {
+    /// Exit status, or 128 + signal.
+    pub exit_code: i32,
+    /// The timeout expired and the process was killed.
+    pub timed_out: bool,
+    /// The process could not be started.
+    pub error: Option<String>,
+}
+
+/// Runs in the zygote's forked child: stdout is the report pipe, `out` and
+/// `err` become the command's stdout and stderr.
+pub fn main(request: &Path, out: OwnedFd, err: OwnedFd) -> i32 {
+    if let Err(e) = process::detach() {
+        report(&failed(format!("detaching the exec helper: {e}")));
+        return 1;
+    }
+    // The tenant (and, with an external runtime, what `runc exec -d`
+    // leaves behind) becomes our child to wait for.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    let r = match run(request, out, err) {
+        Ok(r) => r,
+        Err(e) => failed(e),
+    };
+    report(&r);
+    0
+}
+
+fn failed(error: String) -> ExecReport {
+    ExecReport {
+        exit_code: -1,
+        timed_out: false,
+        error: Some(error),
+    }
+}
+
+fn report(r: &ExecReport) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut stdout, r);
+    let _ = stdout.write_all(b"\n");
+    let _ = stdout.flush();
+}
+
+fn run(request: &Path, out: OwnedFd, err: OwnedFd) -> Result<ExecReport, String> {
+    let bytes =
+        std::fs::read(request).map_err(|e| format!("reading {}: {e}", request.display()))?;
+    let req: ExecRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("parsing {}: {e}", request.display()))?;
+    process::sigpipe_default(true);
+    let pid = match &req.runtime {
+        None => start_builtin(&req, out, err),
+        Some(rt) => start_external(rt, &req, out, err),
+    };
+    process::sigpipe_default(false);
+    let pid = pid?;
+    // SIGCHLD through a signalfd, blocked only now so that the process does
+    // not inherit a blocked SIGCHLD; an exit before this is found by the
+    // first `reap` below.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.thread_block()
+        .map_err(|e| format!("blocking SIGCHLD: {e}"))?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("signalfd: {e}"))?;
+    let deadline =
+        (req.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(req.timeout_ms));
+    let mut timed_out = false;
+    loop {
+        if let Some(code) = reap(pid) {
+            return Ok(ExecReport {
+                exit_code: code,
+                timed_out,
+                error: None,
+            });
+        }
+        let wait = match deadline {
+            Some(d) if !timed_out => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    timed_out = true;
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                    continue;
+                }
+                nix::poll::PollTimeout::try_from(left.as_millis().min(60_000) as i32)
+                    .unwrap_or(nix::poll::PollTimeout::MAX)
+            }
+            _ => nix::poll::PollTimeout::NONE,
+        };
+        let mut fds = [nix::poll::PollFd::new(
+            signals.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, wait) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("waiting for the process: {e}")),
+        }
+        // Drain the (non-blocking) signalfd; `reap` finds what exited.
+        while let Ok(Some(_)) = signals.read_signal() {}
+    }
+}
+
+/// Reaps every exited child; the exit code of `pid` once it has exited.
+fn reap(pid: Pid) -> Option<i32> {
+    let mut found = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(p, code)) if p == pid => found = Some(code),
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == pid => found = Some(128 + sig as i32),
+            Ok(WaitStatus::StillAlive) | Err(_) => return found,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn start_builtin(req: &ExecRequest, out: OwnedFd, err: OwnedFd) -> Result<Pid, String> {
+    use libcontainer::container::builder::ContainerBuilder;
+    use libcontainer::syscall::syscall::SyscallType;
+    let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let seccomp = match &req.seccomp {
+        Some(v) => Some(
+            serde_json::from_value::<libcontainer::oci_spec::runtime::LinuxSeccomp>(v.clone())
+                .map_err(|e| format!("the container's seccomp profile: {e}"))?,
+        ),
+        None => None,
+    };
+    let drop_caps = req
+        .drop_caps
+        .iter()
+        .map(|c| {
+            c.parse::<caps::Capability>()
+                .map_err(|e| format!("capability {c}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let pid = ContainerBuilder::new(req.id.clone(), SyscallType::default())
+        .with_executor(TenantExecutor { seccomp, drop_caps })
+        .with_root_path(&req.state_root)
+        .map_err(|e| format!("runtime state dir {}: {e}", req.state_root.display()))?
+        .with_stdin(OwnedFd::from(null))
+        .with_stdout(out)
+        .with_stderr(err)
+        .as_tenant()
+        .with_process(Some(&req.process))
+        .with_detach(true)
+        .build()
+        .map_err(|e| format!("starting the process: {}", super::run::error_chain(&e)))?;
+    // libcontainer's nix is another version than ours: go through the raw pid.
+    Ok(Pid::from_raw(pid.as_raw()))
+}
+
+/// libcontainer's default executor, preceded by the container's seccomp
+/// filter (see [`ExecRequest::seccomp`]).
+#[derive(Clone)]
+struct TenantExecutor {
+    seccomp: Option<libcontainer::oci_spec::runtime::LinuxSeccomp>,
+    drop_caps: Vec<caps::Capability>,
+}
+
+impl Executor for TenantExecutor {
+    fn exec(&self, spec: &libcontainer::oci_spec::runtime::Spec) -> Result<(), ExecutorError> {
+        if let Some(filter) = &self.seccomp {
+            libcontainer::seccomp::initialize_seccomp(filter)
+                .map_err(|e| ExecutorError::Other(format!("loading the seccomp filter: {e}")))?;
+            // Bounding first (needs CAP_SETPCAP, dropped last), then the
+            // other sets: the process ends with exactly the container's.
+            for set in [
+                caps::CapSet::Bounding,
+                caps::CapSet::Effective,
+                caps::CapSet::Permitted,
+                caps::CapSet::Inheritable,
+            ] {
+                for cap in &self.drop_caps {
+                    caps::drop(None, set, *cap).map_err(|e| {
+                        ExecutorError::Other(format!("dropping {cap} from {set:?}: {e}"))
+                    })?;
+                }
+            }
+        }
+        DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
+    }
+}
+
+fn start_external(
+    runtime: &Path,
+    req: &ExecRequest,
+    out: OwnedFd,
+    err: OwnedFd,
+) -> Result<Pid, String> {
+    let dir = req.process.parent().unwrap_or(Path::new("/"));
+    let stem = req
+        .process
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let pid_file = dir.join(format!("{stem}.pid"));
+    let log = dir.join(format!("{stem}.runtime.log"));
+    // `--detach`: the runtime exits once the process runs, and the process
+    // is re-parented to us (subreaper) to wait for and to kill on timeout.
+    let status = Command::new(runtime)
+        .arg("--root")
+        .arg(&req.state_root)
+        .arg("--log")
+        .arg(&log)
+        .arg("exec")
+        .arg("--detach")
+        .arg("--process")
+        .arg(&req.process)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg(&req.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .status()
+        .map_err(|e| format!("running {}: {e}", runtime.display()))?;
+    let result = if status.success() {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .map(Pid::from_raw)
+            .ok_or_else(|| format!("{} exec wrote no pid file", runtime.display()))
+    } else {
+        Err(format!(
+            "{} exec failed ({status}): {}",
+            runtime.display(),
+            super::run::last_runtime_error(&log)
+        ))
+    };
+    let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(&log);
+    result
+}
