@@ -12,5 +12,6 @@ pub mod network;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod streaming;
 pub mod sys;
 pub mod telemetry;
