@@ -675,10 +675,12 @@ async fn oom_score_adj_below_our_own_is_clamped_above_is_applied() {
         own - 90
     );
     assert_eq!(oom_score_adj(ph), 777);
-    // Neither is an error: both run.
-    for id in [&low, &high] {
+    // Neither is an error: both run, and the status reports what applies.
+    for (id, want) in [(&low, want_low), (&high, 777)] {
         let s = env.status(id).await;
         assert_eq!(s.state, ContainerState::ContainerRunning as i32);
+        let reported = s.resources.and_then(|r| r.linux).map(|l| l.oom_score_adj);
+        assert_eq!(reported, Some(want), "reported oom_score_adj");
     }
     env.stop(&low, 0).await.unwrap();
     env.stop(&high, 0).await.unwrap();

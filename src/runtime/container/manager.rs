@@ -666,7 +666,11 @@ impl ContainerManager {
             effective,
             stop_signal,
             log_path,
-            spec.resources.clone(),
+            // As applied: the status reports the oom_score_adj the process got.
+            ContainerResources {
+                oom_score_adj: oom.unwrap_or(spec.resources.oom_score_adj),
+                ..spec.resources.clone()
+            },
         ))
     }
 
