@@ -10,7 +10,7 @@
 use std::io::Write as _;
 use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, Signal};
@@ -49,6 +49,10 @@ pub struct ExecRequest {
     /// right after the filter is in place.
     #[serde(default)]
     pub drop_caps: Vec<String>,
+    /// The process gets a terminal, sent as its master to this socket
+    /// (the runtime's console socket; the daemon listens on it).
+    #[serde(default)]
+    pub console_socket: Option<PathBuf>,
 }
 
 /// The helper's answer.
@@ -62,9 +66,17 @@ pub struct ExecReport {
     pub error: Option<String>,
 }
 
-/// Runs in the zygote's forked child: stdout is the report pipe, `out` and
-/// `err` become the command's stdout and stderr.
-pub fn main(request: &Path, out: OwnedFd, err: OwnedFd) -> i32 {
+/// The command's standard descriptors (ignored with a terminal).
+#[derive(Debug)]
+pub struct Stdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// Runs in the zygote's forked child: stdout is the report pipe; `io`
+/// becomes the command's stdin, stdout and stderr.
+pub fn main(request: &Path, io: Stdio) -> i32 {
     if let Err(e) = process::detach() {
         report(&failed(format!("detaching the exec helper: {e}")));
         return 1;
@@ -72,7 +84,7 @@ pub fn main(request: &Path, out: OwnedFd, err: OwnedFd) -> i32 {
     // The tenant (and, with an external runtime, what `runc exec -d`
     // leaves behind) becomes our child to wait for.
     let _ = nix::sys::prctl::set_child_subreaper(true);
-    let r = match run(request, out, err) {
+    let r = match run(request, io) {
         Ok(r) => r,
         Err(e) => failed(e),
     };
@@ -95,15 +107,15 @@ fn report(r: &ExecReport) {
     let _ = stdout.flush();
 }
 
-fn run(request: &Path, out: OwnedFd, err: OwnedFd) -> Result<ExecReport, String> {
+fn run(request: &Path, io: Stdio) -> Result<ExecReport, String> {
     let bytes =
         std::fs::read(request).map_err(|e| format!("reading {}: {e}", request.display()))?;
     let req: ExecRequest = serde_json::from_slice(&bytes)
         .map_err(|e| format!("parsing {}: {e}", request.display()))?;
     process::sigpipe_default(true);
     let pid = match &req.runtime {
-        None => start_builtin(&req, out, err),
-        Some(rt) => start_external(rt, &req, out, err),
+        None => start_builtin(&req, io),
+        Some(rt) => start_external(rt, &req, io),
     };
     process::sigpipe_default(false);
     let pid = pid?;
@@ -166,10 +178,9 @@ fn reap(pid: Pid) -> Option<i32> {
     }
 }
 
-fn start_builtin(req: &ExecRequest, out: OwnedFd, err: OwnedFd) -> Result<Pid, String> {
+fn start_builtin(req: &ExecRequest, io: Stdio) -> Result<Pid, String> {
     use libcontainer::container::builder::ContainerBuilder;
     use libcontainer::syscall::syscall::SyscallType;
-    let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
     let seccomp = match &req.seccomp {
         Some(v) => Some(
             serde_json::from_value::<libcontainer::oci_spec::runtime::LinuxSeccomp>(v.clone())
@@ -189,9 +200,10 @@ fn start_builtin(req: &ExecRequest, out: OwnedFd, err: OwnedFd) -> Result<Pid, S
         .with_executor(TenantExecutor { seccomp, drop_caps })
         .with_root_path(&req.state_root)
         .map_err(|e| format!("runtime state dir {}: {e}", req.state_root.display()))?
-        .with_stdin(OwnedFd::from(null))
-        .with_stdout(out)
-        .with_stderr(err)
+        .with_stdin(io.stdin)
+        .with_stdout(io.stdout)
+        .with_stderr(io.stderr)
+        .with_console_socket(req.console_socket.as_deref())
         .as_tenant()
         .with_process(Some(&req.process))
         .with_detach(true)
@@ -240,12 +252,7 @@ impl Executor for TenantExecutor {
     }
 }
 
-fn start_external(
-    runtime: &Path,
-    req: &ExecRequest,
-    out: OwnedFd,
-    err: OwnedFd,
-) -> Result<Pid, String> {
+fn start_external(runtime: &Path, req: &ExecRequest, io: Stdio) -> Result<Pid, String> {
     let dir = req.process.parent().unwrap_or(Path::new("/"));
     let stem = req
         .process
@@ -256,8 +263,8 @@ fn start_external(
     let log = dir.join(format!("{stem}.runtime.log"));
     // `--detach`: the runtime exits once the process runs, and the process
     // is re-parented to us (subreaper) to wait for and to kill on timeout.
-    let status = Command::new(runtime)
-        .arg("--root")
+    let mut cmd = Command::new(runtime);
+    cmd.arg("--root")
         .arg(&req.state_root)
         .arg("--log")
         .arg(&log)
@@ -266,11 +273,15 @@ fn start_external(
         .arg("--process")
         .arg(&req.process)
         .arg("--pid-file")
-        .arg(&pid_file)
+        .arg(&pid_file);
+    if let Some(c) = &req.console_socket {
+        cmd.arg("--tty").arg("--console-socket").arg(c);
+    }
+    let status = cmd
         .arg(&req.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
+        .stdin(std::process::Stdio::from(io.stdin))
+        .stdout(std::process::Stdio::from(io.stdout))
+        .stderr(std::process::Stdio::from(io.stderr))
         .status()
         .map_err(|e| format!("running {}: {e}", runtime.display()))?;
     let result = if status.success() {

@@ -252,3 +252,73 @@ mod tests {
 
     use prost::Message as _;
 }
+
+/// Accepts the runtime's connection on a console socket and takes the
+/// terminal master it sends (SCM_RIGHTS), as runc's `--console-socket`.
+/// Waits at most `wait`; `None` when `abort` (e.g. the exec helper's report
+/// pipe) became readable first: whoever was to connect has given up.
+pub fn receive_console(
+    listener: &std::os::unix::net::UnixListener,
+    abort: Option<std::os::fd::BorrowedFd<'_>>,
+    wait: std::time::Duration,
+) -> io::Result<Option<std::os::fd::OwnedFd>> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let deadline = std::time::Instant::now() + wait;
+    listener.set_nonblocking(true)?;
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no terminal arrived within {}s", wait.as_secs()),
+            ));
+        }
+        let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        if let Some(a) = abort {
+            fds.push(PollFd::new(a, PollFlags::POLLIN));
+        }
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(10_000) as u64).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(io::Error::from(e)),
+        }
+        let aborted = fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .is_some_and(|r| !r.is_empty());
+        if aborted {
+            return Ok(None);
+        }
+    };
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut data = [0u8; 4096];
+    let mut iov = [io::IoSliceMut::new(&mut data)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg
+            && let Some(fd) = fds.first()
+        {
+            return Ok(Some(crate::sys::process::received_fd(*fd)));
+        }
+    }
+    Err(io::Error::other(
+        "no file descriptor in the console message",
+    ))
+}

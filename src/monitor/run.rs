@@ -3,7 +3,7 @@
 //! long as its container).
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -212,7 +212,9 @@ impl Monitor {
 
         let mut master = None;
         if let Some(l) = console_listener {
-            let fd = receive_master(&l).map_err(|e| format!("receiving the terminal: {e}"));
+            let fd = super::receive_console(&l, None, Duration::from_secs(10))
+                .and_then(|fd| fd.ok_or_else(|| io::Error::other("no terminal arrived")))
+                .map_err(|e| format!("receiving the terminal: {e}"));
             let _ = std::fs::remove_file(&console);
             let fd = fd?;
             set_nonblocking(&fd);
@@ -679,35 +681,6 @@ pub(super) fn last_runtime_error(log: &Path) -> String {
         }
     }
     "no error message in the runtime's log".to_owned()
-}
-
-/// Accepts the runtime's connection on the console socket and takes the
-/// terminal master it sends (SCM_RIGHTS), as runc's `--console-socket`.
-fn receive_master(listener: &UnixListener) -> io::Result<OwnedFd> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    listener.set_nonblocking(false)?;
-    let (stream, _) = listener.accept()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut data = [0u8; 4096];
-    let mut iov = [io::IoSliceMut::new(&mut data)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
-    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg
-            && let Some(fd) = fds.first()
-        {
-            return Ok(process::received_fd(*fd));
-        }
-    }
-    Err(io::Error::other(
-        "no file descriptor in the console message",
-    ))
 }
 
 /// Whether the kernel's OOM killer killed a process of this cgroup.

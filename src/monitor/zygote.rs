@@ -45,7 +45,7 @@ pub enum Kind {
     /// pipe), stderr (`monitor.log`).
     Monitor,
     /// An exec helper ([`super::exec`]) for a request file; descriptors:
-    /// the report pipe, the command's stdout, the command's stderr.
+    /// the report pipe, the command's stdin, stdout and stderr.
     Exec,
 }
 
@@ -68,7 +68,7 @@ impl Kind {
     fn fds(self) -> usize {
         match self {
             Kind::Monitor => 2,
-            Kind::Exec => 3,
+            Kind::Exec => 4,
         }
     }
 }
@@ -124,7 +124,7 @@ type Received = (Option<Kind>, PathBuf, Vec<OwnedFd>);
 
 /// One request; `None` at end of file.
 fn receive(sock: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Option<Received>> {
-    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let mut cmsg = nix::cmsg_space!([RawFd; 8]);
     let mut iov = [IoSliceMut::new(buf)];
     let (n, fds) = loop {
         match recvmsg::<()>(
@@ -161,13 +161,13 @@ fn receive(sock: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Option<Received>
 /// parent's copies close when the closure is dropped unrun.
 fn fork_child(kind: Kind, path: &Path, fds: Vec<OwnedFd>) -> Result<(), String> {
     let child = process::fork_run(move || {
-        // Monitor: [stdout, stderr]. Exec: [report → stdout, out, err]; the
-        // helper's own stderr stays the zygote's.
+        // Monitor: [stdout, stderr]. Exec: [report → stdout, in, out, err];
+        // the helper's own stderr stays the zygote's.
         let mut fds = fds.into_iter();
         let (Some(first), Some(second)) = (fds.next(), fds.next()) else {
             return 1;
         };
-        let third = fds.next();
+        let rest = (fds.next(), fds.next());
         let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string());
         let redirected = null.and_then(|null| {
             nix::unistd::dup2_stdin(&null)
@@ -183,7 +183,7 @@ fn fork_child(kind: Kind, path: &Path, fds: Vec<OwnedFd>) -> Result<(), String> 
             eprintln!("monitor-zygote: setting up the child's stdio: {e}");
             return 1;
         }
-        match (kind, third) {
+        match (kind, rest) {
             (Kind::Monitor, _) => {
                 drop(second);
                 // From here on this process is `crius monitor <bundle>`;
@@ -192,11 +192,16 @@ fn fork_child(kind: Kind, path: &Path, fds: Vec<OwnedFd>) -> Result<(), String> 
                 let _ = crate::monitor::main(path);
                 0
             }
-            (Kind::Exec, Some(err)) => {
+            (Kind::Exec, (Some(stdout), Some(stderr))) => {
                 let _ = nix::sys::prctl::set_name(c"crius-exec");
-                super::exec::main(path, second, err)
+                let io = super::exec::Stdio {
+                    stdin: second,
+                    stdout,
+                    stderr,
+                };
+                super::exec::main(path, io)
             }
-            (Kind::Exec, None) => 1,
+            (Kind::Exec, _) => 1,
         }
     })
     .map_err(|e| format!("forking: {e}"))?;

@@ -19,6 +19,7 @@ use tokio::io::AsyncReadExt as _;
 use tokio::net::unix::pipe;
 
 use super::{ContainerManager, blocking};
+use crate::id::ContainerId;
 use crate::monitor::exec::{ExecReport, ExecRequest};
 use crate::monitor::now_ns;
 use crate::monitor::zygote;
@@ -32,6 +33,8 @@ pub const MAX_BOTH: usize = MAX_OUTPUT - 64 * 1024;
 /// How long output may still arrive after the command exited (a background
 /// process it left may hold the pipes open).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// How long the runtime has to send a terminal's master.
+const CONSOLE_WAIT: Duration = Duration::from_secs(30);
 
 /// What ExecSync returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +46,74 @@ pub struct ExecOutput {
 
 static NEXT_EXEC: AtomicU64 = AtomicU64::new(0);
 
+/// How an exec's standard streams are set up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecIo {
+    /// The caller writes the command's stdin (else it is /dev/null).
+    pub stdin: bool,
+    /// The command gets a terminal (stdout and stderr are then one stream).
+    pub tty: bool,
+}
+
+/// A started exec's streams, for the caller to pump.
+#[derive(Debug)]
+pub struct ExecStreams {
+    /// Write end of the command's stdin (with `ExecIo::stdin`, no tty).
+    pub stdin: Option<OwnedFd>,
+    /// Read ends of its stdout and stderr (no tty).
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    /// The terminal's master (tty): read for output, write for input,
+    /// resize with `sys::process::set_winsize`.
+    pub pty: Option<OwnedFd>,
+}
+
+/// Waits for a started exec to end.
+#[derive(Debug)]
+pub struct ExecWaiter {
+    id: ContainerId,
+    cmd: Vec<String>,
+    timeout: Option<Duration>,
+    report: OwnedFd,
+    _files: Files,
+}
+
+impl ExecWaiter {
+    /// The command's exit code, or why it could not run / was killed.
+    pub async fn wait(self) -> Result<i32, ContainerError> {
+        let failed = |context: String, message: String| ContainerError::Failed {
+            id: self.id.clone(),
+            context,
+            message,
+        };
+        let rx = pipe::Receiver::from_owned_fd(self.report)
+            .map_err(|e| failed("exec".into(), format!("reading the report: {e}")))?;
+        let report = read_capped(rx, 64 * 1024).await;
+        let report: ExecReport =
+            serde_json::from_slice(report.split(|b| *b == b'\n').next().unwrap_or_default())
+                .map_err(|_| {
+                    failed(
+                        "exec".into(),
+                        "the exec helper exited without a report".into(),
+                    )
+                })?;
+        if let Some(e) = report.error {
+            return Err(failed(format!("exec {:?}", self.cmd), e));
+        }
+        if report.timed_out {
+            return Err(ContainerError::TimedOut {
+                id: self.id,
+                what: format!(
+                    "exec {:?} timed out after {}s and was killed",
+                    self.cmd,
+                    self.timeout.unwrap_or_default().as_secs()
+                ),
+            });
+        }
+        Ok(report.exit_code)
+    }
+}
+
 impl ContainerManager {
     /// Runs `cmd` in the running container `id` and waits for it; after
     /// `timeout` (if any) the process is killed and the call fails.
@@ -52,6 +123,60 @@ impl ContainerManager {
         cmd: Vec<String>,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, ContainerError> {
+        let (streams, waiter) = self.start_exec(id, cmd, ExecIo::default(), timeout).await?;
+        let id = waiter.id.clone();
+        let receiver = |fd: Option<OwnedFd>| {
+            fd.ok_or_else(|| ContainerError::Internal("exec output pipe missing".into()))
+                .and_then(|fd| {
+                    pipe::Receiver::from_owned_fd(fd).map_err(|e| ContainerError::Failed {
+                        id: id.clone(),
+                        context: "exec".into(),
+                        message: format!("reading the output: {e}"),
+                    })
+                })
+        };
+        let (out_r, err_r) = (receiver(streams.stdout)?, receiver(streams.stderr)?);
+        let mut out = tokio::spawn(read_capped(out_r, MAX_OUTPUT));
+        let mut err = tokio::spawn(read_capped(err_r, MAX_OUTPUT));
+        let exit_code = match waiter.wait().await {
+            Ok(code) => code,
+            Err(e) => {
+                out.abort();
+                err.abort();
+                return Err(e);
+            }
+        };
+        let drained = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
+            let o = (&mut out).await;
+            let e = (&mut err).await;
+            (o, e)
+        })
+        .await;
+        let (stdout, stderr) = match drained {
+            Ok((Ok(o), Ok(e))) => fit(o, e),
+            _ => {
+                tracing::warn!(container = %id, "exec output still open {DRAIN_AFTER_EXIT:?} after the command exited; returning what arrived");
+                out.abort();
+                err.abort();
+                (Vec::new(), Vec::new())
+            }
+        };
+        Ok(ExecOutput {
+            stdout,
+            stderr,
+            exit_code,
+        })
+    }
+
+    /// Starts `cmd` in the running container `id` with the container's
+    /// process settings; returns its streams and a waiter for its exit.
+    pub async fn start_exec(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        io: ExecIo,
+        timeout: Option<Duration>,
+    ) -> Result<(ExecStreams, ExecWaiter), ContainerError> {
         let id = self
             .resolve(id)?
             .ok_or_else(|| ContainerError::NotFound(id.to_owned()))?;
@@ -88,9 +213,12 @@ impl ContainerManager {
             .cloned()
             .ok_or_else(|| failed("exec", "the container's spec has no process".into()))?;
         process["args"] = serde_json::json!(cmd);
-        process["terminal"] = serde_json::json!(false);
+        process["terminal"] = serde_json::json!(io.tty);
         if let Some(p) = process.as_object_mut() {
             p.remove("consoleSize");
+        }
+        if io.tty {
+            set_env(&mut process, "TERM", "xterm");
         }
 
         // Built-in executor: the helper loads the filter (libcontainer drops
@@ -114,6 +242,11 @@ impl ContainerManager {
         let stem = format!("{}-{n}", now_ns());
         let process_path = dir.join(format!("{stem}.process.json"));
         let request_path = dir.join(format!("{stem}.json"));
+        // Unix socket paths are short: the console socket lives in the
+        // daemon's socket dir, not the bundle.
+        let console = io
+            .tty
+            .then(|| self.inner.run_dir.join("s").join(format!("x{n}.tty")));
         let request = ExecRequest {
             id: id.to_string(),
             state_root,
@@ -122,14 +255,17 @@ impl ContainerManager {
             timeout_ms: timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             seccomp,
             drop_caps,
+            console_socket: console.clone(),
         };
-        let files = Files(vec![process_path.clone(), request_path.clone()]);
+        let mut paths = vec![process_path.clone(), request_path.clone()];
+        paths.extend(console.clone());
+        let files = Files(paths);
         let process_json = serde_json::to_vec(&process)
             .map_err(|e| ContainerError::Internal(format!("exec process spec: {e}")))?;
         let request_json = serde_json::to_vec(&request)
             .map_err(|e| ContainerError::Internal(format!("exec request: {e}")))?;
         let inner = self.inner.clone();
-        let started = blocking(move || -> Result<[OwnedFd; 3], String> {
+        let started = blocking(move || -> Result<(ExecStreams, OwnedFd), String> {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("creating {}: {e}", dir.display()))?;
             for (path, bytes) in [
@@ -143,70 +279,91 @@ impl ContainerManager {
                 nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                     .map_err(|e| format!("creating a pipe: {e}"))
             };
+            let null = || {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+                    .map(OwnedFd::from)
+                    .map_err(|e| format!("/dev/null: {e}"))
+            };
             let (report_r, report_w) = pipe()?;
-            let (out_r, out_w) = pipe()?;
-            let (err_r, err_w) = pipe()?;
+            let listener = match &console {
+                Some(path) => {
+                    let _ = std::fs::remove_file(path);
+                    Some(
+                        std::os::unix::net::UnixListener::bind(path)
+                            .map_err(|e| format!("binding {}: {e}", path.display()))?,
+                    )
+                }
+                None => None,
+            };
+            let mut streams = ExecStreams {
+                stdin: None,
+                stdout: None,
+                stderr: None,
+                pty: None,
+            };
+            // The helper's ends: /dev/null where nothing is wanted (and
+            // for all three with a terminal, which replaces them).
+            let (in_h, out_h, err_h) = if io.tty {
+                (null()?, null()?, null()?)
+            } else {
+                let in_h = if io.stdin {
+                    let (r, w) = pipe()?;
+                    streams.stdin = Some(w);
+                    r
+                } else {
+                    null()?
+                };
+                let (out_r, out_w) = pipe()?;
+                let (err_r, err_w) = pipe()?;
+                streams.stdout = Some(out_r);
+                streams.stderr = Some(err_r);
+                (in_h, out_w, err_w)
+            };
             inner.zygote.spawn(
                 zygote::Kind::Exec,
                 &request_path,
-                &[report_w.as_fd(), out_w.as_fd(), err_w.as_fd()],
+                &[report_w.as_fd(), in_h.as_fd(), out_h.as_fd(), err_h.as_fd()],
             )?;
-            // Our write ends close here: only the helper and the command
-            // hold them now.
-            Ok([report_r, out_r, err_r])
+            // Our copies of the helper's ends close here.
+            drop((report_w, in_h, out_h, err_h));
+            if let Some(l) = listener {
+                // None: the helper reported (an error) instead; the waiter
+                // returns it.
+                streams.pty =
+                    crate::monitor::receive_console(&l, Some(report_r.as_fd()), CONSOLE_WAIT)
+                        .map_err(|e| format!("receiving the terminal: {e}"))?;
+            }
+            Ok((streams, report_r))
         })
         .await?
         .map_err(|e| failed("starting the exec", e))?;
-        let [report_r, out_r, err_r] = started;
-        let receiver = |fd: OwnedFd| {
-            pipe::Receiver::from_owned_fd(fd)
-                .map_err(|e| failed("exec", format!("reading the output: {e}")))
-        };
-        let (report_r, out_r, err_r) = (receiver(report_r)?, receiver(out_r)?, receiver(err_r)?);
-
-        let mut out = tokio::spawn(read_capped(out_r, MAX_OUTPUT));
-        let mut err = tokio::spawn(read_capped(err_r, MAX_OUTPUT));
-        let report = read_capped(report_r, 64 * 1024).await;
-        drop(files);
-        let report: ExecReport =
-            serde_json::from_slice(report.split(|b| *b == b'\n').next().unwrap_or_default())
-                .map_err(|_| failed("exec", "the exec helper exited without a report".into()))?;
-        if let Some(e) = report.error {
-            out.abort();
-            err.abort();
-            return Err(failed(&format!("exec {cmd:?}"), e));
-        }
-        if report.timed_out {
-            out.abort();
-            err.abort();
-            return Err(ContainerError::TimedOut {
+        let (streams, report) = started;
+        Ok((
+            streams,
+            ExecWaiter {
                 id,
-                what: format!(
-                    "exec {cmd:?} timed out after {}s and was killed",
-                    timeout.unwrap_or_default().as_secs()
-                ),
-            });
+                cmd,
+                timeout,
+                report,
+                _files: files,
+            },
+        ))
+    }
+}
+
+/// Sets `key` in the process's env (replacing it if present).
+fn set_env(process: &mut serde_json::Value, key: &str, value: &str) {
+    let entry = format!("{key}={value}");
+    let prefix = format!("{key}=");
+    match process["env"].as_array_mut() {
+        Some(env) => {
+            env.retain(|e| !e.as_str().is_some_and(|e| e.starts_with(&prefix)));
+            env.push(serde_json::json!(entry));
         }
-        let drained = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
-            let o = (&mut out).await;
-            let e = (&mut err).await;
-            (o, e)
-        })
-        .await;
-        let (stdout, stderr) = match drained {
-            Ok((Ok(o), Ok(e))) => fit(o, e),
-            _ => {
-                tracing::warn!(container = %id, "exec output still open {DRAIN_AFTER_EXIT:?} after the command exited; returning what arrived");
-                out.abort();
-                err.abort();
-                (Vec::new(), Vec::new())
-            }
-        };
-        Ok(ExecOutput {
-            stdout,
-            stderr,
-            exit_code: report.exit_code,
-        })
+        None => process["env"] = serde_json::json!([entry]),
     }
 }
 
@@ -263,6 +420,7 @@ async fn read_capped(mut rx: pipe::Receiver, cap: usize) -> Vec<u8> {
 }
 
 /// Removes the request files when the exec is over (however it ends).
+#[derive(Debug)]
 struct Files(Vec<PathBuf>);
 
 impl Drop for Files {
