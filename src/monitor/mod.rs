@@ -195,64 +195,6 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_round_trip_and_refuse_oversize() {
-        let req = proto::Request {
-            version: PROTOCOL_VERSION,
-            kind: Some(proto::request::Kind::Signal(proto::Signal {
-                signal: 15,
-                all: true,
-            })),
-        };
-        let mut buf = Vec::new();
-        write_frame(&mut buf, &req).unwrap();
-        let back: proto::Request = read_frame(&mut buf.as_slice()).unwrap();
-        assert_eq!(back, req);
-
-        let mut huge = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
-        huge.extend_from_slice(&[0; 8]);
-        let err = read_frame::<proto::Request>(&mut huge.as_slice()).unwrap_err();
-        assert!(err.to_string().contains("limit"), "{err}");
-    }
-
-    #[test]
-    fn unknown_request_kinds_decode_as_none() {
-        // A newer daemon's request kind (field 99) reaches an older monitor
-        // as an empty `kind`, which it answers with an error, not a panic.
-        let mut bytes = proto::Request {
-            version: 2,
-            kind: None,
-        }
-        .encode_to_vec();
-        bytes.extend_from_slice(&[0x9a, 0x06, 0x00]); // field 99, len 0
-        let req = <proto::Request as prost::Message>::decode(bytes.as_slice()).unwrap();
-        assert_eq!(req.version, 2);
-        assert!(req.kind.is_none());
-    }
-
-    #[test]
-    fn exit_record_is_written_atomically_and_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(ExitRecord::load(dir.path()).unwrap(), None);
-        let rec = ExitRecord {
-            exit_code: 137,
-            signal: 9,
-            finished_ns: 5,
-            oom_killed: true,
-            message: String::new(),
-        };
-        rec.save(dir.path()).unwrap();
-        assert_eq!(ExitRecord::load(dir.path()).unwrap(), Some(rec));
-        assert!(!dir.path().join("exit.tmp").exists());
-    }
-
-    use prost::Message as _;
-}
-
 /// Accepts the runtime's connection on a console socket and takes the
 /// terminal master it sends (SCM_RIGHTS), as runc's `--console-socket`.
 /// Waits at most `wait`; `None` when `abort` (e.g. the exec helper's report
@@ -321,4 +263,62 @@ pub fn receive_console(
     Err(io::Error::other(
         "no file descriptor in the console message",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_refuse_oversize() {
+        let req = proto::Request {
+            version: PROTOCOL_VERSION,
+            kind: Some(proto::request::Kind::Signal(proto::Signal {
+                signal: 15,
+                all: true,
+            })),
+        };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &req).unwrap();
+        let back: proto::Request = read_frame(&mut buf.as_slice()).unwrap();
+        assert_eq!(back, req);
+
+        let mut huge = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+        huge.extend_from_slice(&[0; 8]);
+        let err = read_frame::<proto::Request>(&mut huge.as_slice()).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
+    }
+
+    #[test]
+    fn unknown_request_kinds_decode_as_none() {
+        // A newer daemon's request kind (field 99) reaches an older monitor
+        // as an empty `kind`, which it answers with an error, not a panic.
+        let mut bytes = proto::Request {
+            version: 2,
+            kind: None,
+        }
+        .encode_to_vec();
+        bytes.extend_from_slice(&[0x9a, 0x06, 0x00]); // field 99, len 0
+        let req = <proto::Request as prost::Message>::decode(bytes.as_slice()).unwrap();
+        assert_eq!(req.version, 2);
+        assert!(req.kind.is_none());
+    }
+
+    #[test]
+    fn exit_record_is_written_atomically_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(ExitRecord::load(dir.path()).unwrap(), None);
+        let rec = ExitRecord {
+            exit_code: 137,
+            signal: 9,
+            finished_ns: 5,
+            oom_killed: true,
+            message: String::new(),
+        };
+        rec.save(dir.path()).unwrap();
+        assert_eq!(ExitRecord::load(dir.path()).unwrap(), Some(rec));
+        assert!(!dir.path().join("exit.tmp").exists());
+    }
+
+    use prost::Message as _;
 }
