@@ -43,6 +43,7 @@ pub struct Config {
     pub cni: CniConfig,
     pub pod: PodConfig,
     pub runtime: RuntimeConfig,
+    pub streaming: StreamingConfig,
 }
 
 impl Default for Config {
@@ -58,6 +59,7 @@ impl Default for Config {
             cni: CniConfig::default(),
             pod: PodConfig::default(),
             runtime: RuntimeConfig::default(),
+            streaming: StreamingConfig::default(),
         }
     }
 }
@@ -159,6 +161,34 @@ impl Default for PodConfig {
     fn default() -> Self {
         Self {
             shm_size_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The streaming server for Exec, Attach and PortForward.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    /// Address the server binds (kubelet dials the returned URL).
+    pub address: String,
+    /// TCP port; 0 picks a free one at start.
+    pub port: u16,
+    /// How long a URL returned by Exec/Attach/PortForward stays valid.
+    pub token_ttl_secs: u64,
+    /// How long the client has to open the session's streams.
+    pub stream_creation_timeout_secs: u64,
+    /// A session with no traffic either way for this long is closed.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1".into(),
+            port: 0,
+            token_ttl_secs: 60,
+            stream_creation_timeout_secs: 30,
+            idle_timeout_secs: 4 * 3600,
         }
     }
 }
@@ -287,6 +317,24 @@ impl Config {
         if self.pod.shm_size_bytes < 4096 {
             return invalid("pod.shm_size_bytes", "must be at least 4096");
         }
+        if self.streaming.address.parse::<std::net::IpAddr>().is_err() {
+            return invalid("streaming.address", "must be an IP address");
+        }
+        for (key, v) in [
+            ("streaming.token_ttl_secs", self.streaming.token_ttl_secs),
+            (
+                "streaming.stream_creation_timeout_secs",
+                self.streaming.stream_creation_timeout_secs,
+            ),
+            (
+                "streaming.idle_timeout_secs",
+                self.streaming.idle_timeout_secs,
+            ),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
         if self.runtime.max_log_line_bytes < 256 {
             return invalid("runtime.max_log_line_bytes", "must be at least 256");
         }
@@ -378,6 +426,18 @@ max_log_line_bytes = {maxline}
 # built-in executor; others may name an OCI runtime binary:
 [runtime.handlers]
 # runc = {{ runtime_path = "/usr/bin/runc" }}
+
+[streaming]
+# Exec, Attach and PortForward URLs point at this server (plain HTTP).
+address = {saddr}
+# 0: a free port chosen at start.
+port = {sport}
+# Seconds a returned URL stays valid (it is also single-use).
+token_ttl_secs = {sttl}
+# Seconds the client has to open a session's streams.
+stream_creation_timeout_secs = {screate}
+# Seconds without traffic after which a session is closed.
+idle_timeout_secs = {sidle}
 "#,
         socket = q(&d.socket),
         state = q(&d.state_dir),
@@ -399,6 +459,11 @@ max_log_line_bytes = {maxline}
             .join(", "),
         shm = d.pod.shm_size_bytes,
         maxline = d.runtime.max_log_line_bytes,
+        saddr = toml_str(&d.streaming.address),
+        sport = d.streaming.port,
+        sttl = d.streaming.token_ttl_secs,
+        screate = d.streaming.stream_creation_timeout_secs,
+        sidle = d.streaming.idle_timeout_secs,
     )
 }
 

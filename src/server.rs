@@ -50,6 +50,8 @@ pub enum ServerError {
     Image(#[from] ImageError),
     #[error("pod sandboxes: {0}")]
     Sandbox(#[from] SandboxError),
+    #[error("streaming server: {0}")]
+    Streaming(std::io::Error),
     #[error("containers: {0}")]
     Container(#[from] ContainerError),
     #[error("gRPC server: {0}")]
@@ -205,6 +207,13 @@ impl Daemon {
                 let _ = rx.await;
             });
         self.cri.containers.resume().await;
+        let streaming = crate::streaming::StreamServer::start(
+            &self.cri.config.streaming,
+            self.cri.containers.clone(),
+        )
+        .await
+        .map_err(ServerError::Streaming)?;
+        let _ = self.cri.streaming.set(streaming);
         tracing::info!(socket = %socket.display(), "crius serving CRI");
         tokio::pin!(server);
         let result = tokio::select! {

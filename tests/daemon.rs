@@ -7,7 +7,9 @@ mod common;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 use common::*;
-use k8s_cri::v1::{CgroupDriver, ExecRequest, RuntimeConfigRequest, StatusRequest, VersionRequest};
+use k8s_cri::v1::{
+    AttachRequest, CgroupDriver, RuntimeConfigRequest, StatusRequest, VersionRequest,
+};
 use tonic::Code;
 
 async fn version_works(daemon: &Daemon) {
@@ -94,17 +96,16 @@ async fn rpcs_not_built_yet_answer_unimplemented() {
     let daemon = Daemon::start("");
     let mut rt = daemon.runtime_client().await;
     let err = rt
-        .exec(ExecRequest {
+        .attach(AttachRequest {
             container_id: "f".repeat(64),
-            cmd: vec!["true".into()],
             stdout: true,
             ..Default::default()
         })
         .await
-        .expect_err("Exec is not built yet");
+        .expect_err("Attach is not built yet");
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
     assert!(
-        err.message().contains("Exec"),
+        err.message().contains("Attach"),
         "message names the RPC: {err:?}"
     );
     // Still serving.

@@ -742,6 +742,62 @@ impl Cri {
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
+    pub(super) async fn container_exec(
+        &self,
+        req: cri::ExecRequest,
+    ) -> Result<Response<cri::ExecResponse>, Status> {
+        container_id(&req.container_id, "Exec")?;
+        if req.cmd.first().is_none_or(|c| c.is_empty()) {
+            return Err(Status::invalid_argument(
+                "Exec: cmd must name a program to run",
+            ));
+        }
+        if req.cmd.iter().any(|a| a.contains('\0')) {
+            return Err(Status::invalid_argument(
+                "Exec: cmd arguments must not contain NUL bytes",
+            ));
+        }
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(Status::invalid_argument(
+                "Exec: one of stdin, stdout and stderr must be true",
+            ));
+        }
+        if req.tty && req.stderr {
+            return Err(Status::invalid_argument(
+                "Exec: tty and stderr cannot both be true (a terminal has one output stream)",
+            ));
+        }
+        // The container must exist and run now; the session checks again.
+        let running = self
+            .containers
+            .status(&req.container_id)
+            .await?
+            .ok_or_else(|| {
+                Status::not_found(format!("container {:?} not found", req.container_id))
+            })?;
+        if running.state != crate::runtime::container::ContainerState::Running {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running; cannot exec in it",
+                running.id
+            )));
+        }
+        let server = self
+            .streaming
+            .get()
+            .ok_or_else(|| Status::unavailable("the streaming server is not running yet"))?;
+        let url = server
+            .exec_url(crate::streaming::ExecSpec {
+                container_id: running.id.to_string(),
+                cmd: req.cmd,
+                tty: req.tty,
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+            })
+            .map_err(|e| Status::internal(format!("Exec: making a token: {e}")))?;
+        Ok(Response::new(cri::ExecResponse { url }))
+    }
+
     pub(super) async fn container_exec_sync(
         &self,
         req: cri::ExecSyncRequest,

@@ -28,6 +28,8 @@ pub struct Cri {
     /// The pod CIDR kubelet last sent in UpdateRuntimeConfig (shown in
     /// verbose Status; CNI configs carry their own ranges).
     pub(crate) pod_cidr: Arc<std::sync::Mutex<String>>,
+    /// The streaming server, once started (by `Server::serve`).
+    pub(crate) streaming: Arc<std::sync::OnceLock<crate::streaming::StreamServer>>,
 }
 
 impl Cri {
@@ -43,6 +45,7 @@ impl Cri {
             sandboxes,
             containers,
             pod_cidr: Arc::default(),
+            streaming: Arc::default(),
         }
     }
 

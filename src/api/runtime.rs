@@ -245,6 +245,13 @@ impl RuntimeService for Cri {
         self.container_reopen_log(req.into_inner()).await
     }
 
+    async fn exec(
+        &self,
+        req: Request<cri::ExecRequest>,
+    ) -> Result<Response<cri::ExecResponse>, Status> {
+        self.container_exec(req.into_inner()).await
+    }
+
     async fn exec_sync(
         &self,
         req: Request<cri::ExecSyncRequest>,
@@ -264,7 +271,6 @@ impl RuntimeService for Cri {
     }
 
     unimplemented_rpcs! {
-        exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
         container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";

@@ -1,7 +1,17 @@
-//! The streaming server for Exec, Attach and PortForward is being built
-//! here: kubelet dials the URL returned by those CRI calls and speaks
-//! SPDY/3.1 (or WebSocket) to it.
+//! The streaming server for Exec (Attach and PortForward to come): the CRI
+//! call stores the request under a single-use token and returns a URL;
+//! kubelet (or crictl) dials it and upgrades the HTTP connection to
+//! SPDY/3.1, over which Kubernetes' remote-command protocol runs.
 //!
-//! So far: [`spdy`], the SPDY/3.1 framing codec the server will run on.
+//! * [`spdy`]: the SPDY/3.1 framing codec.
+//! * [`server`]: the HTTP listener, tokens, protocol negotiation, upgrade.
+//! * [`remotecommand`]: the exec session (streams, stdin/stdout/stderr,
+//!   terminal and resize, the exit status on the error stream).
 
+pub mod remotecommand;
+pub mod server;
 pub mod spdy;
+mod tokens;
+
+pub use remotecommand::ExecSpec;
+pub use server::StreamServer;

@@ -76,3 +76,14 @@ pub fn received_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
     // the caller only; nothing else owns or closes it.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }
+
+/// Registers an owned descriptor (set non-blocking by the caller) with
+/// tokio's reactor.
+pub fn async_fd(
+    fd: std::os::fd::OwnedFd,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: an OwnedFd is open and owned by us until it is dropped, which
+    // happens only when the AsyncFd (which then holds it) is dropped; its
+    // as_raw_fd never changes.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(std::io::Error::from)
+}

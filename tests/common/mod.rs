@@ -19,6 +19,7 @@ pub mod pods;
 pub mod proxy;
 pub mod push;
 pub mod registry;
+pub mod spdy;
 
 pub use daemon::{
     CRIUS, Daemon, DaemonPaths, connect_unix, default_config_text, insecure_registries, run_crius,

@@ -11,6 +11,8 @@
 
 mod exec;
 
+pub use exec::{ExecIo, ExecOutput, ExecStreams, ExecWaiter};
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
 use std::os::fd::AsFd as _;

@@ -7,7 +7,9 @@ mod manager;
 pub mod spec;
 mod types;
 
-pub use manager::{ContainerManager, stored_layer_pins};
+pub use manager::{
+    ContainerManager, ExecIo, ExecOutput, ExecStreams, ExecWaiter, stored_layer_pins,
+};
 pub use types::*;
 
 use crate::id::{ContainerId, IdError, PodSandboxId};

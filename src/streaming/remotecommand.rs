@@ -1,0 +1,600 @@
+//! Kubernetes' remote-command protocol over SPDY/3.1 for Exec: the client
+//! opens one stream per channel (`streamtype` header: `error`, `stdin`,
+//! `stdout`, `stderr`, `resize`), the server answers each, starts the
+//! command once the expected streams are there, copies stdin in and
+//! stdout/stderr (or the terminal) out as DATA frames, applies resize
+//! messages (`{"Width":…,"Height":…}`) to the terminal, and finally writes
+//! the outcome on the error stream: a `metav1.Status` JSON in v4/v5, the
+//! error text (only on failure) before that. Then it half-closes every
+//! stream and waits for the client to hang up, so no output is cut off.
+//!
+//! Flow control: SPDY/3.1 windows are not enforced on what we send (Go's
+//! spdystream, which kubelet and kubectl use, neither sends WINDOW_UPDATE
+//! for its reads nor expects the server to wait); we do send WINDOW_UPDATE
+//! for what we read, for clients that enforce windows on their side.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt as _};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use super::spdy::{
+    DataFrame, Frame, GoAway, GoAwayStatus, HeaderBlock, SpdyCodec, SynReply, WindowUpdate,
+};
+use crate::runtime::container::{ContainerError, ContainerManager, ExecIo};
+
+/// An Exec request waiting for its client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub container_id: String,
+    pub cmd: Vec<String>,
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// Session timeouts (from the config).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// For the client to open its streams.
+    pub stream_creation: Duration,
+    /// Without traffic either way.
+    pub idle: Duration,
+}
+
+/// How long output may still arrive after the command exited.
+const DRAIN: Duration = Duration::from_secs(2);
+/// How long we wait for the client to hang up after the last frame.
+const LINGER: Duration = Duration::from_secs(5);
+/// Largest DATA frame we send.
+const CHUNK: usize = 32 * 1024;
+/// Largest resize message buffered before it is a protocol error.
+const MAX_RESIZE_BUFFER: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Channel {
+    Error,
+    Stdin,
+    Stdout,
+    Stderr,
+    Resize,
+}
+
+impl Channel {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "error" => Channel::Error,
+            "stdin" => Channel::Stdin,
+            "stdout" => Channel::Stdout,
+            "stderr" => Channel::Stderr,
+            "resize" => Channel::Resize,
+            _ => return None,
+        })
+    }
+}
+
+/// The channels a client must open for `spec` under `protocol`.
+fn expected(spec: &ExecSpec, protocol: Option<&str>) -> Vec<Channel> {
+    let mut v = vec![Channel::Error];
+    if spec.stdin {
+        v.push(Channel::Stdin);
+    }
+    if spec.stdout {
+        v.push(Channel::Stdout);
+    }
+    if spec.stderr && !spec.tty {
+        v.push(Channel::Stderr);
+    }
+    let resize = matches!(
+        protocol,
+        Some("v3.channel.k8s.io" | "v4.channel.k8s.io" | "v5.channel.k8s.io")
+    );
+    if spec.tty && resize {
+        v.push(Channel::Resize);
+    }
+    v
+}
+
+/// Whether the error channel carries a JSON `Status` (v4 and later).
+fn json_status(protocol: Option<&str>) -> bool {
+    matches!(protocol, Some("v4.channel.k8s.io" | "v5.channel.k8s.io"))
+}
+
+/// The error-channel message for an outcome (`None`: nothing to write).
+fn status_message(protocol: Option<&str>, outcome: &Result<i32, String>) -> Option<String> {
+    if json_status(protocol) {
+        let v = match outcome {
+            Ok(0) => serde_json::json!({"metadata": {}, "status": "Success"}),
+            Ok(code) => serde_json::json!({
+                "metadata": {},
+                "status": "Failure",
+                "message": format!("command terminated with non-zero exit code: exit status {code}"),
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+            }),
+            Err(e) => serde_json::json!({
+                "metadata": {},
+                "status": "Failure",
+                "message": e,
+            }),
+        };
+        return Some(v.to_string());
+    }
+    match outcome {
+        Ok(0) => None,
+        Ok(code) => Some(format!(
+            "command terminated with non-zero exit code: exit status {code}"
+        )),
+        Err(e) => Some(e.clone()),
+    }
+}
+
+/// The terminal master, read and written without blocking a thread.
+#[derive(Debug)]
+struct Pty(AsyncFd<OwnedFd>);
+
+impl Pty {
+    fn new(fd: OwnedFd) -> std::io::Result<Self> {
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+        Ok(Pty(crate::sys::process::async_fd(fd)?))
+    }
+
+    /// 0 at the end (EIO: every process holding the terminal is gone).
+    async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let mut guard = self.0.readable().await?;
+            match guard
+                .try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(std::io::Error::from))
+            {
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
+                Ok(r) => return r,
+                Err(_) => continue,
+            }
+        }
+    }
+
+    async fn write_all(&self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let mut guard = self.0.writable().await?;
+            match guard
+                .try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(std::io::Error::from))
+            {
+                Ok(Ok(n)) => data = &data[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_) => continue,
+            }
+        }
+        Ok(())
+    }
+
+    fn resize(&self, width: u16, height: u16) {
+        let _ = crate::sys::process::set_winsize(self.0.get_ref().as_fd(), width, height);
+    }
+}
+
+/// Where client stdin goes.
+enum Input {
+    Pipe(pipe::Sender),
+    Pty(Arc<Pty>),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TermSize {
+    width: u16,
+    height: u16,
+}
+
+/// Runs one exec session on an upgraded connection.
+pub async fn serve_exec<IO>(
+    io: IO,
+    spec: ExecSpec,
+    protocol: Option<&'static str>,
+    containers: ContainerManager,
+    timeouts: Timeouts,
+) where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, wr) = tokio::io::split(io);
+    let mut frames = FramedRead::new(rd, SpdyCodec::new());
+    let (tx, mut rx) = mpsc::channel::<Frame>(64);
+    let writer = tokio::spawn(async move {
+        let mut sink = FramedWrite::new(wr, SpdyCodec::new());
+        while let Some(f) = rx.recv().await {
+            if let Err(e) = sink.send(f).await {
+                tracing::debug!(error = %e, "streaming: writing a frame");
+                break;
+            }
+        }
+        let _ = SinkExt::<Frame>::close(&mut sink).await;
+    });
+
+    // 1. The client's streams.
+    let want = expected(&spec, protocol);
+    let mut streams: HashMap<Channel, u32> = HashMap::new();
+    let mut by_id: HashMap<u32, Channel> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + timeouts.stream_creation;
+    while !want.iter().all(|c| streams.contains_key(c)) {
+        let next = tokio::time::timeout_at(deadline, frames.next()).await;
+        let frame = match next {
+            Ok(Some(Ok(f))) => f,
+            Ok(Some(Err(e))) => {
+                tracing::debug!(error = %e, "streaming: bad frame while opening streams");
+                let _ = tx.send(goaway(GoAwayStatus::ProtocolError)).await;
+                return finish(tx, writer).await;
+            }
+            Ok(None) => return finish(tx, writer).await,
+            Err(_) => {
+                tracing::info!(container = %spec.container_id, "streaming: the client did not open its streams in time");
+                return finish(tx, writer).await;
+            }
+        };
+        match frame {
+            Frame::SynStream(s) => {
+                let channel = s.headers.get("streamtype").and_then(Channel::parse);
+                let _ = tx
+                    .send(Frame::SynReply(SynReply {
+                        stream_id: s.stream_id,
+                        fin: false,
+                        headers: HeaderBlock::new(),
+                    }))
+                    .await;
+                if let Some(c) = channel {
+                    streams.insert(c, s.stream_id);
+                    by_id.insert(s.stream_id, c);
+                }
+            }
+            Frame::Ping(p) => {
+                let _ = tx.send(Frame::Ping(p)).await;
+            }
+            _ => {}
+        }
+    }
+    let data = |id: u32, fin: bool, bytes: Bytes| {
+        Frame::Data(DataFrame {
+            stream_id: id,
+            fin,
+            data: bytes,
+        })
+    };
+    let error_id = streams.get(&Channel::Error).copied().unwrap_or(0);
+
+    // 2. The command.
+    let started = containers
+        .start_exec(
+            &spec.container_id,
+            spec.cmd.clone(),
+            ExecIo {
+                stdin: spec.stdin && !spec.tty,
+                tty: spec.tty,
+            },
+            None,
+        )
+        .await;
+    let (exec, waiter) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            if let Some(msg) = status_message(protocol, &Err(e.to_string())) {
+                let _ = tx.send(data(error_id, false, Bytes::from(msg))).await;
+            }
+            close_streams(&tx, &streams).await;
+            linger(&mut frames, &tx).await;
+            return finish(tx, writer).await;
+        }
+    };
+
+    // 3. Output pumps.
+    let pty = match exec.pty.map(Pty::new).transpose() {
+        Ok(p) => p.map(Arc::new),
+        Err(e) => {
+            tracing::warn!(error = %e, "streaming: terminal");
+            None
+        }
+    };
+    let mut pumps = Vec::new();
+    let stdout_id = streams.get(&Channel::Stdout).copied();
+    if let Some(p) = &pty {
+        let (p, tx) = (p.clone(), tx.clone());
+        pumps.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                match p.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if let Some(id) = stdout_id {
+                            let _ = tx
+                                .send(data(id, false, Bytes::copy_from_slice(&buf[..n])))
+                                .await;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for (fd, channel) in [
+        (exec.stdout, Channel::Stdout),
+        (exec.stderr, Channel::Stderr),
+    ] {
+        let Some(fd) = fd else { continue };
+        let Ok(mut rx_pipe) = pipe::Receiver::from_owned_fd(fd) else {
+            continue;
+        };
+        let id = streams.get(&channel).copied();
+        let tx = tx.clone();
+        pumps.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                match rx_pipe.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    // Not asked for: read and dropped, so the command
+                    // never blocks on a full pipe.
+                    Ok(n) => {
+                        if let Some(id) = id {
+                            let _ = tx
+                                .send(data(id, false, Bytes::copy_from_slice(&buf[..n])))
+                                .await;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let mut input = match (&pty, exec.stdin) {
+        (Some(p), _) if spec.stdin => Some(Input::Pty(p.clone())),
+        (None, Some(fd)) => pipe::Sender::from_owned_fd(fd).ok().map(Input::Pipe),
+        _ => None,
+    };
+
+    // 4. Client frames until the command exits.
+    let mut exit = Box::pin(waiter.wait());
+    let mut resize_buf: Vec<u8> = Vec::new();
+    let outcome: Result<i32, String> = loop {
+        tokio::select! {
+            r = &mut exit => break r.map_err(|e: ContainerError| e.to_string()),
+            f = tokio::time::timeout(timeouts.idle, frames.next()) => {
+                let frame = match f {
+                    Ok(Some(Ok(frame))) => frame,
+                    Ok(Some(Err(e))) => {
+                        tracing::debug!(error = %e, "streaming: bad frame");
+                        let _ = tx.send(goaway(GoAwayStatus::ProtocolError)).await;
+                        input = None;
+                        break (&mut exit).await.map_err(|e| e.to_string());
+                    }
+                    // The client went away (or idled out): stdin ends; the
+                    // command decides what that means (as with a hangup).
+                    Ok(None) | Err(_) => {
+                        input = None;
+                        break (&mut exit).await.map_err(|e| e.to_string());
+                    }
+                };
+                match frame {
+                    Frame::Data(d) => {
+                        if !d.data.is_empty() {
+                            let _ = tx.send(Frame::WindowUpdate(WindowUpdate {
+                                stream_id: d.stream_id,
+                                delta: u32::try_from(d.data.len()).unwrap_or(u32::MAX),
+                            })).await;
+                        }
+                        match by_id.get(&d.stream_id) {
+                            Some(Channel::Stdin) => {
+                                let ok = match &mut input {
+                                    Some(Input::Pipe(p)) => p.write_all(&d.data).await.is_ok(),
+                                    Some(Input::Pty(p)) => p.write_all(&d.data).await.is_ok(),
+                                    None => true,
+                                };
+                                if d.fin || !ok {
+                                    // End of input: close the pipe (a
+                                    // terminal has no end; it stays).
+                                    if matches!(input, Some(Input::Pipe(_))) {
+                                        input = None;
+                                    }
+                                }
+                            }
+                            Some(Channel::Resize) => {
+                                resize_buf.extend_from_slice(&d.data);
+                                apply_resizes(&mut resize_buf, pty.as_deref());
+                                if resize_buf.len() > MAX_RESIZE_BUFFER {
+                                    resize_buf.clear();
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    Frame::Ping(p) => {
+                        let _ = tx.send(Frame::Ping(p)).await;
+                    }
+                    Frame::GoAway(_) => {
+                        input = None;
+                        break (&mut exit).await.map_err(|e| e.to_string());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    };
+    drop(input);
+
+    // 5. The rest of the output, then the outcome, then half-close.
+    let drained = tokio::time::timeout(DRAIN, async {
+        for p in &mut pumps {
+            let _ = p.await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        for p in &pumps {
+            p.abort();
+        }
+    }
+    if let Some(msg) = status_message(protocol, &outcome) {
+        let _ = tx.send(data(error_id, false, Bytes::from(msg))).await;
+    }
+    close_streams(&tx, &streams).await;
+    linger(&mut frames, &tx).await;
+    finish(tx, writer).await;
+}
+
+fn goaway(status: GoAwayStatus) -> Frame {
+    Frame::GoAway(GoAway {
+        last_good_stream_id: 0,
+        status,
+    })
+}
+
+/// Half-closes every stream from our side, the error stream last.
+async fn close_streams(tx: &mpsc::Sender<Frame>, streams: &HashMap<Channel, u32>) {
+    for c in [
+        Channel::Stdout,
+        Channel::Stderr,
+        Channel::Resize,
+        Channel::Stdin,
+        Channel::Error,
+    ] {
+        if let Some(id) = streams.get(&c) {
+            let _ = tx
+                .send(Frame::Data(DataFrame {
+                    stream_id: *id,
+                    fin: true,
+                    data: Bytes::new(),
+                }))
+                .await;
+        }
+    }
+}
+
+/// Waits (bounded) for the client to hang up, answering pings.
+async fn linger<R>(frames: &mut FramedRead<R, SpdyCodec>, tx: &mpsc::Sender<Frame>)
+where
+    R: AsyncRead + Unpin,
+{
+    let end = tokio::time::Instant::now() + LINGER;
+    while let Ok(Some(Ok(f))) = tokio::time::timeout_at(end, frames.next()).await {
+        match f {
+            Frame::Ping(p) => {
+                let _ = tx.send(Frame::Ping(p)).await;
+            }
+            Frame::GoAway(_) => break,
+            _ => {}
+        }
+    }
+}
+
+async fn finish(tx: mpsc::Sender<Frame>, writer: tokio::task::JoinHandle<()>) {
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// Applies every complete `{"Width":…,"Height":…}` in `buf`, keeping an
+/// incomplete tail.
+fn apply_resizes(buf: &mut Vec<u8>, pty: Option<&Pty>) {
+    let mut it = serde_json::Deserializer::from_slice(buf).into_iter::<TermSize>();
+    let mut used = 0;
+    loop {
+        match it.next() {
+            Some(Ok(size)) => {
+                used = it.byte_offset();
+                if let Some(p) = pty {
+                    p.resize(size.width, size.height);
+                }
+            }
+            Some(Err(e)) if e.is_eof() => break,
+            Some(Err(_)) => {
+                // Garbage: drop everything buffered.
+                used = buf.len();
+                break;
+            }
+            None => {
+                used = it.byte_offset();
+                break;
+            }
+        }
+    }
+    buf.drain(..used);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(tty: bool, stdin: bool, stderr: bool) -> ExecSpec {
+        ExecSpec {
+            container_id: "c".into(),
+            cmd: vec!["sh".into()],
+            tty,
+            stdin,
+            stdout: true,
+            stderr,
+        }
+    }
+
+    #[test]
+    fn expected_streams_follow_the_request_and_protocol() {
+        let v4 = Some("v4.channel.k8s.io");
+        assert_eq!(
+            expected(&spec(false, true, true), v4),
+            vec![
+                Channel::Error,
+                Channel::Stdin,
+                Channel::Stdout,
+                Channel::Stderr
+            ]
+        );
+        assert_eq!(
+            expected(&spec(true, true, false), v4),
+            vec![
+                Channel::Error,
+                Channel::Stdin,
+                Channel::Stdout,
+                Channel::Resize
+            ]
+        );
+        assert_eq!(
+            expected(&spec(true, false, false), Some("v2.channel.k8s.io")),
+            vec![Channel::Error, Channel::Stdout]
+        );
+    }
+
+    #[test]
+    fn status_messages() {
+        let v4 = Some("v4.channel.k8s.io");
+        assert_eq!(
+            status_message(v4, &Ok(0)).as_deref(),
+            Some(r#"{"metadata":{},"status":"Success"}"#)
+        );
+        let fail: serde_json::Value =
+            serde_json::from_str(&status_message(v4, &Ok(3)).unwrap()).unwrap();
+        assert_eq!(fail["reason"], "NonZeroExitCode");
+        assert_eq!(fail["details"]["causes"][0]["reason"], "ExitCode");
+        assert_eq!(fail["details"]["causes"][0]["message"], "3");
+        assert_eq!(status_message(Some("v2.channel.k8s.io"), &Ok(0)), None);
+        assert!(
+            status_message(Some("v2.channel.k8s.io"), &Ok(2))
+                .unwrap()
+                .contains("exit status 2")
+        );
+    }
+
+    #[test]
+    fn resize_messages_split_across_frames() {
+        let mut buf = br#"{"Width":80,"Height":24}{"Width":1"#.to_vec();
+        apply_resizes(&mut buf, None);
+        assert_eq!(buf, br#"{"Width":1"#.to_vec());
+        buf.extend_from_slice(br#"00,"Height":50}"#);
+        apply_resizes(&mut buf, None);
+        assert!(buf.is_empty());
+        let mut junk = b"not json".to_vec();
+        apply_resizes(&mut junk, None);
+        assert!(junk.is_empty());
+    }
+}

@@ -1,0 +1,218 @@
+//! The HTTP side of the streaming server: a plain HTTP/1.1 listener (hyper)
+//! that answers `/exec/<token>` with an upgrade to SPDY/3.1 after
+//! negotiating the remote-command protocol version, and hands the upgraded
+//! connection to [`super::remotecommand`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONNECTION, HeaderValue, UPGRADE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use super::remotecommand::{self, ExecSpec, Timeouts};
+use super::tokens::Tokens;
+use crate::config::StreamingConfig;
+use crate::runtime::container::ContainerManager;
+
+/// The remote-command protocols served, most preferred first. v5 only adds
+/// a close signal over WebSocket, so over SPDY it is v4.
+pub const PROTOCOLS: [&str; 5] = [
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+    "channel.k8s.io",
+];
+const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
+
+/// What a token stands for.
+#[derive(Debug)]
+enum Pending {
+    Exec(ExecSpec),
+}
+
+/// The running streaming server.
+#[derive(Debug, Clone)]
+pub struct StreamServer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    base_url: String,
+    addr: SocketAddr,
+    tokens: Tokens<Pending>,
+    containers: ContainerManager,
+    timeouts: Timeouts,
+}
+
+impl StreamServer {
+    /// Binds `cfg.address:cfg.port` and serves in the background.
+    pub async fn start(
+        cfg: &StreamingConfig,
+        containers: ContainerManager,
+    ) -> std::io::Result<Self> {
+        let ip: std::net::IpAddr = cfg
+            .address
+            .parse()
+            .map_err(|e| std::io::Error::other(format!("streaming.address: {e}")))?;
+        let listener = TcpListener::bind((ip, cfg.port)).await?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner {
+            base_url: format!("http://{addr}"),
+            addr,
+            tokens: Tokens::new(Duration::from_secs(cfg.token_ttl_secs)),
+            containers,
+            timeouts: Timeouts {
+                stream_creation: Duration::from_secs(cfg.stream_creation_timeout_secs),
+                idle: Duration::from_secs(cfg.idle_timeout_secs),
+            },
+        });
+        let server = inner.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "streaming server: accept");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let inner = server.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let inner = inner.clone();
+                        async move { Ok::<_, Infallible>(handle(inner, req)) }
+                    });
+                    if let Err(e) = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await
+                    {
+                        tracing::debug!(%peer, error = %e, "streaming connection");
+                    }
+                });
+            }
+        });
+        tracing::info!(%addr, "streaming server listening");
+        Ok(StreamServer { inner })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// A single-use URL for an exec session.
+    pub fn exec_url(&self, spec: ExecSpec) -> std::io::Result<String> {
+        let token = self.inner.tokens.insert(Pending::Exec(spec))?;
+        Ok(format!("{}/exec/{token}", self.inner.base_url))
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+    *r.status_mut() = status;
+    r
+}
+
+/// All values of the protocol header (repeated, or comma-separated).
+fn client_protocols(req: &Request<Incoming>) -> Vec<String> {
+    req.headers()
+        .get_all(PROTOCOL_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The protocol to speak: the first of ours the client offers; `Ok(None)`
+/// when the client offers none (an old client: no negotiation).
+fn negotiate(client: &[String]) -> Result<Option<&'static str>, String> {
+    if client.is_empty() {
+        return Ok(None);
+    }
+    PROTOCOLS
+        .iter()
+        .find(|p| client.iter().any(|c| c == *p))
+        .map(|p| Some(*p))
+        .ok_or_else(|| {
+            format!(
+                "unable to upgrade: unable to negotiate protocol: client supports {client:?}, server supports {PROTOCOLS:?}"
+            )
+        })
+}
+
+fn handle(inner: Arc<Inner>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let Some(token) = path.strip_prefix("/exec/") else {
+        return plain(StatusCode::NOT_FOUND, "not found");
+    };
+    let Some(Pending::Exec(spec)) = inner.tokens.take(token) else {
+        return plain(StatusCode::NOT_FOUND, "unknown or expired streaming token");
+    };
+    let wants_spdy = req
+        .headers()
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("SPDY/3.1"))
+        });
+    if !wants_spdy {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "this endpoint needs an upgrade to SPDY/3.1",
+        );
+    }
+    let protocol = match negotiate(&client_protocols(&req)) {
+        Ok(p) => p,
+        Err(e) => return plain(StatusCode::FORBIDDEN, &e),
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    let (containers, timeouts) = (inner.containers.clone(), inner.timeouts);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(io) => {
+                remotecommand::serve_exec(TokioIo::new(io), spec, protocol, containers, timeouts)
+                    .await
+            }
+            Err(e) => tracing::debug!(error = %e, "streaming upgrade failed"),
+        }
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+    if let Some(p) = protocol {
+        h.insert(PROTOCOL_HEADER, HeaderValue::from_static(p));
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_prefers_ours_in_order() {
+        let c = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            negotiate(&c(&["v2.channel.k8s.io", "v4.channel.k8s.io"])),
+            Ok(Some("v4.channel.k8s.io"))
+        );
+        assert_eq!(negotiate(&c(&[])), Ok(None));
+        assert!(negotiate(&c(&["v9.channel.k8s.io"])).is_err());
+    }
+}

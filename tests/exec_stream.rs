@@ -1,0 +1,258 @@
+//! Exec over the streaming server with a SPDY/3.1 client, as kubelet and
+//! kubectl use it: output, stdin, exit status on the error stream (v4 JSON
+//! and the older text form), a terminal with resize, 10 MiB of output
+//! arriving complete, single-use and expiring URLs, protocol negotiation,
+//! request validation, and no descriptor leak over many sessions.
+
+mod common;
+
+use common::containers::*;
+use common::spdy::{self, Session};
+use k8s_cri::v1::*;
+use tonic::Code;
+
+const V4: &str = "v4.channel.k8s.io";
+
+fn exec_req(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> ExecRequest {
+    ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+    }
+}
+
+async fn url(env: &mut Env, req: ExecRequest) -> String {
+    env.rt
+        .exec(req)
+        .await
+        .unwrap_or_else(|e| panic!("Exec: {e:?}"))
+        .into_inner()
+        .url
+}
+
+/// Connects and opens the streams a kubelet would for `req`.
+async fn session(url: &str, req: &ExecRequest, protocols: &[&str]) -> Session {
+    let mut s = spdy::connect(url, protocols)
+        .await
+        .unwrap_or_else(|r| panic!("upgrade refused: {} {}", r.status, r.body));
+    s.open("error").await;
+    if req.stdin {
+        s.open("stdin").await;
+    }
+    s.open("stdout").await;
+    if req.stderr {
+        s.open("stderr").await;
+    }
+    if req.tty {
+        s.open("resize").await;
+    }
+    s
+}
+
+async fn running(env: &mut Env, name: &str) -> String {
+    let bb = env.busybox.clone();
+    let (pod, pcfg) = env.pod(name).await;
+    env.run(&pod, &pcfg, ctr("target", &bb, &["sleep", "300"]))
+        .await
+}
+
+#[tokio::test]
+async fn exec_output_stdin_and_exit_status() {
+    let mut env = Env::new("").await;
+    let id = running(&mut env, "xs").await;
+
+    // stdout, stderr and a non-zero exit as a v4 Status.
+    let req = exec_req(
+        &id,
+        &["sh", "-c", "echo out; echo err >&2; exit 3"],
+        false,
+        false,
+    );
+    let u = url(&mut env, req.clone()).await;
+    assert!(u.starts_with("http://127.0.0.1:"), "{u}");
+    let mut s = session(&u, &req, &[V4, "v3.channel.k8s.io"]).await;
+    assert_eq!(s.protocol, V4);
+    let out = s.run(20).await;
+    s.close().await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let st = out.status();
+    assert_eq!(st["status"], "Failure", "{st}");
+    assert_eq!(st["reason"], "NonZeroExitCode", "{st}");
+    assert_eq!(st["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(st["details"]["causes"][0]["message"], "3");
+
+    // stdin in, through to the end of input; success.
+    let req = exec_req(&id, &["sh", "-c", "cat; echo done"], true, false);
+    let u = url(&mut env, req.clone()).await;
+    let mut s = session(&u, &req, &[V4]).await;
+    s.send("stdin", b"hello ", false).await;
+    s.send("stdin", b"world\n", true).await;
+    let out = s.run(20).await;
+    s.close().await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello world\ndone\n");
+    assert_eq!(out.status()["status"], "Success");
+
+    // The older protocol: the error stream carries text, only on failure.
+    let req = exec_req(&id, &["sh", "-c", "exit 2"], false, false);
+    let u = url(&mut env, req.clone()).await;
+    let mut s = session(&u, &req, &["v2.channel.k8s.io"]).await;
+    assert_eq!(s.protocol, "v2.channel.k8s.io");
+    let out = s.run(20).await;
+    s.close().await;
+    assert!(out.error.contains("exit status 2"), "{out:?}");
+
+    // A program that does not exist: a Failure status naming it.
+    let req = exec_req(&id, &["/no/such/program"], false, false);
+    let u = url(&mut env, req.clone()).await;
+    let mut s = session(&u, &req, &[V4]).await;
+    let out = s.run(20).await;
+    s.close().await;
+    let st = out.status();
+    assert_eq!(st["status"], "Failure", "{st}");
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/no/such/program"),
+        "{st}"
+    );
+
+    // 10 MiB of output arrives complete.
+    let req = exec_req(&id, &["head", "-c", "10485760", "/dev/zero"], false, false);
+    let u = url(&mut env, req.clone()).await;
+    let mut s = session(&u, &req, &[V4]).await;
+    let out = s.run(60).await;
+    s.close().await;
+    assert_eq!(out.stdout.len(), 10 * 1024 * 1024);
+    assert_eq!(out.status()["status"], "Success");
+}
+
+#[tokio::test]
+async fn exec_tty_with_resize() {
+    let mut env = Env::new("").await;
+    let id = running(&mut env, "xt").await;
+    let req = exec_req(&id, &["sh"], true, true);
+    let u = url(&mut env, req.clone()).await;
+    let mut s = session(&u, &req, &[V4]).await;
+    s.send("resize", br#"{"Width":123,"Height":45}"#, false)
+        .await;
+    s.send(
+        "stdin",
+        b"[ -t 0 ] && echo tty-yes; echo TERM=$TERM; stty size; exit 4\n",
+        false,
+    )
+    .await;
+    let out = s.run(20).await;
+    s.close().await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tty-yes"), "{text:?}");
+    assert!(text.contains("TERM=xterm"), "{text:?}");
+    assert!(text.contains("45 123"), "{text:?}");
+    assert!(out.stderr.is_empty());
+    assert_eq!(out.status()["details"]["causes"][0]["message"], "4");
+}
+
+#[tokio::test]
+async fn urls_are_single_use_expire_and_negotiate() {
+    let mut env = Env::new("[streaming]\ntoken_ttl_secs = 1\n").await;
+    let id = running(&mut env, "xu").await;
+    let req = exec_req(&id, &["true"], false, false);
+
+    // Used once: a second use is 404.
+    let u = url(&mut env, req.clone()).await;
+    let mut s = session(&u, &req, &[V4]).await;
+    let out = s.run(20).await;
+    s.close().await;
+    assert_eq!(out.status()["status"], "Success");
+    let again = spdy::connect(&u, &[V4])
+        .await
+        .err()
+        .expect("second use refused");
+    assert_eq!(again.status, 404);
+
+    // Expired after the TTL.
+    let u = url(&mut env, req.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let late = spdy::connect(&u, &[V4])
+        .await
+        .err()
+        .expect("expired URL refused");
+    assert_eq!(late.status, 404);
+
+    // No protocol in common: 403, saying so.
+    let u = url(&mut env, req.clone()).await;
+    let r = spdy::connect(&u, &["v9.channel.k8s.io"])
+        .await
+        .err()
+        .expect("no common protocol");
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("negotiate"), "{}", r.body);
+
+    // Requests the CRI forbids, and a stopped container.
+    let mut bad = exec_req(&id, &["sh"], false, true);
+    bad.stderr = true;
+    let err = env.rt.exec(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let mut none = exec_req(&id, &["sh"], false, false);
+    none.stdout = false;
+    none.stderr = false;
+    let err = env.rt.exec(none).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    env.stop(&id, 0).await.unwrap();
+    let err = env.rt.exec(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+}
+
+#[tokio::test]
+async fn many_sessions_leak_no_descriptors() {
+    let mut env = Env::new("").await;
+    let id = running(&mut env, "xf").await;
+    let pid = env.daemon.pid().expect("daemon pid");
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    // One session first, so lazily created things (the zygote, the
+    // listener's connections) exist before counting.
+    let req = exec_req(&id, &["echo", "hi"], false, false);
+    for _ in 0..3 {
+        let u = url(&mut env, req.clone()).await;
+        let mut s = session(&u, &req, &[V4]).await;
+        s.run(20).await;
+        s.close().await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before = fds();
+    for i in 0..60 {
+        let u = url(&mut env, req.clone()).await;
+        let mut s = session(&u, &req, &[V4]).await;
+        if i % 3 == 0 {
+            s.ping(i).await;
+        }
+        let out = s.run(20).await;
+        assert_eq!(out.stdout, b"hi\n");
+        if i % 2 == 0 {
+            s.close().await;
+        } else {
+            drop(s); // hang up without GOAWAY
+        }
+    }
+    // Sessions end asynchronously (the server lingers for the client).
+    let mut after = fds();
+    for _ in 0..80 {
+        if after <= before + 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        after = fds();
+    }
+    assert!(
+        after <= before + 2,
+        "daemon fds grew from {before} to {after} over 60 sessions"
+    );
+}
