@@ -154,6 +154,33 @@ async fn exec_tty_with_resize() {
     assert!(text.contains("45 123"), "{text:?}");
     assert!(out.stderr.is_empty());
     assert_eq!(out.status()["details"]["causes"][0]["message"], "4");
+
+    // A client that hangs up mid-session: the terminal hangs up too, and
+    // the command (here sleeping) gets SIGHUP rather than living on.
+    let marker = format!("sleep {}", 700 + std::process::id() % 100);
+    let script = format!("echo started; exec {marker}");
+    let req = exec_req(&id, &["sh", "-c", &script], true, true);
+    let u = url(&mut env, req.clone()).await;
+    let mut s = session(&u, &req, &[V4]).await;
+    let first = s.next_data("stdout", 20).await;
+    assert!(String::from_utf8_lossy(&first).contains("started"));
+    drop(s);
+    let alive = || {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .any(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim_end() == marker)
+    };
+    let mut gone = false;
+    for _ in 0..100 {
+        if !alive() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "{marker:?} still runs after the client hung up");
 }
 
 #[tokio::test]

@@ -295,7 +295,7 @@ pub async fn serve_exec<IO>(
     };
 
     // 3. Output pumps.
-    let pty = match exec.pty.map(Pty::new).transpose() {
+    let mut pty = match exec.pty.map(Pty::new).transpose() {
         Ok(p) => p.map(Arc::new),
         Err(e) => {
             tracing::warn!(error = %e, "streaming: terminal");
@@ -371,10 +371,15 @@ pub async fn serve_exec<IO>(
                         input = None;
                         break (&mut exit).await.map_err(|e| e.to_string());
                     }
-                    // The client went away (or idled out): stdin ends; the
-                    // command decides what that means (as with a hangup).
+                    // The client went away (or idled out): stdin ends and a
+                    // terminal hangs up (its master closes: SIGHUP), as when
+                    // a terminal disconnects; the command decides the rest.
                     Ok(None) | Err(_) => {
                         input = None;
+                        drop(pty.take());
+                        for p in &pumps {
+                            p.abort();
+                        }
                         break (&mut exit).await.map_err(|e| e.to_string());
                     }
                 };
