@@ -245,6 +245,42 @@ pub fn sandbox_item(r: &SandboxRecord) -> cri::PodSandbox {
 }
 
 impl Cri {
+
+    pub(super) async fn pod_port_forward(
+        &self,
+        req: cri::PortForwardRequest,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        if req.pod_sandbox_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "PortForward: pod_sandbox_id is required",
+            ));
+        }
+        if let Some(p) = req.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(Status::invalid_argument(format!(
+                "PortForward: port {p} is out of range (1-65535)"
+            )));
+        }
+        let rec = self.sandboxes.get(&req.pod_sandbox_id)?.ok_or_else(|| {
+            Status::not_found(format!("pod sandbox {:?} not found", req.pod_sandbox_id))
+        })?;
+        if rec.state != crate::runtime::sandbox::SandboxState::Ready {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {} is not ready; cannot forward ports to it",
+                rec.id
+            )));
+        }
+        let server = self
+            .streaming
+            .get()
+            .ok_or_else(|| Status::unavailable("the streaming server is not running yet"))?;
+        let url = server
+            .portforward_url(crate::streaming::PortForwardSpec {
+                pod_id: rec.id.to_string(),
+                netns: rec.pinned.net.clone(),
+            })
+            .map_err(|e| Status::internal(format!("PortForward: making a token: {e}")))?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
+    }
     pub(super) async fn run_pod(
         &self,
         req: cri::RunPodSandboxRequest,

@@ -245,6 +245,13 @@ impl RuntimeService for Cri {
         self.container_reopen_log(req.into_inner()).await
     }
 
+    async fn port_forward(
+        &self,
+        req: Request<cri::PortForwardRequest>,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        self.pod_port_forward(req.into_inner()).await
+    }
+
     async fn exec(
         &self,
         req: Request<cri::ExecRequest>,
@@ -272,7 +279,6 @@ impl RuntimeService for Cri {
 
     unimplemented_rpcs! {
         attach(AttachRequest) -> AttachResponse = "Attach";
-        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
         container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
         list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
         pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";

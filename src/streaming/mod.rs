@@ -1,4 +1,4 @@
-//! The streaming server for Exec (Attach and PortForward to come): the CRI
+//! The streaming server for Exec and PortForward (Attach to come): the CRI
 //! call stores the request under a single-use token and returns a URL;
 //! kubelet (or crictl) dials it and upgrades the HTTP connection to
 //! SPDY/3.1, over which Kubernetes' remote-command protocol runs.
@@ -7,11 +7,15 @@
 //! * [`server`]: the HTTP listener, tokens, protocol negotiation, upgrade.
 //! * [`remotecommand`]: the exec session (streams, stdin/stdout/stderr,
 //!   terminal and resize, the exit status on the error stream).
+//! * [`portforward`]: port-forward sessions (connections into the pod's
+//!   network namespace).
 
+pub mod portforward;
 pub mod remotecommand;
 pub mod server;
 pub mod spdy;
 mod tokens;
 
+pub use portforward::PortForwardSpec;
 pub use remotecommand::ExecSpec;
 pub use server::StreamServer;

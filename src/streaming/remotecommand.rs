@@ -196,18 +196,22 @@ struct TermSize {
     height: u16,
 }
 
-/// Runs one exec session on an upgraded connection.
-pub async fn serve_exec<IO>(
-    io: IO,
-    spec: ExecSpec,
-    protocol: Option<&'static str>,
-    containers: ContainerManager,
-    timeouts: Timeouts,
-) where
+/// A session's frame reader, the sender its writer task drains, and that
+/// task (see [`finish`]).
+pub(super) type Session<IO> = (
+    FramedRead<tokio::io::ReadHalf<IO>, SpdyCodec>,
+    mpsc::Sender<Frame>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Splits an upgraded connection into a frame reader and a writer task fed
+/// by a channel (so any task may send frames).
+pub(super) fn split_session<IO>(io: IO) -> Session<IO>
+where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (rd, wr) = tokio::io::split(io);
-    let mut frames = FramedRead::new(rd, SpdyCodec::new());
+    let frames = FramedRead::new(rd, SpdyCodec::new());
     let (tx, mut rx) = mpsc::channel::<Frame>(64);
     let writer = tokio::spawn(async move {
         let mut sink = FramedWrite::new(wr, SpdyCodec::new());
@@ -219,6 +223,20 @@ pub async fn serve_exec<IO>(
         }
         let _ = SinkExt::<Frame>::close(&mut sink).await;
     });
+    (frames, tx, writer)
+}
+
+/// Runs one exec session on an upgraded connection.
+pub async fn serve_exec<IO>(
+    io: IO,
+    spec: ExecSpec,
+    protocol: Option<&'static str>,
+    containers: ContainerManager,
+    timeouts: Timeouts,
+) where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut frames, tx, writer) = split_session(io);
 
     // 1. The client's streams.
     let want = expected(&spec, protocol);
@@ -450,7 +468,7 @@ pub async fn serve_exec<IO>(
     finish(tx, writer).await;
 }
 
-fn goaway(status: GoAwayStatus) -> Frame {
+pub(super) fn goaway(status: GoAwayStatus) -> Frame {
     Frame::GoAway(GoAway {
         last_good_stream_id: 0,
         status,
@@ -495,7 +513,7 @@ where
     }
 }
 
-async fn finish(tx: mpsc::Sender<Frame>, writer: tokio::task::JoinHandle<()>) {
+pub(super) async fn finish(tx: mpsc::Sender<Frame>, writer: tokio::task::JoinHandle<()>) {
     drop(tx);
     let _ = writer.await;
 }

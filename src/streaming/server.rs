@@ -16,6 +16,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use super::portforward::{self, PortForwardSpec};
 use super::remotecommand::{self, ExecSpec, Timeouts};
 use super::tokens::Tokens;
 use crate::config::StreamingConfig;
@@ -32,10 +33,14 @@ pub const PROTOCOLS: [&str; 5] = [
 ];
 const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
 
+/// The port-forward protocol.
+pub const PORTFORWARD_PROTOCOLS: [&str; 1] = ["portforward.k8s.io"];
+
 /// What a token stands for.
 #[derive(Debug)]
 enum Pending {
     Exec(ExecSpec),
+    PortForward(PortForwardSpec),
 }
 
 /// The running streaming server.
@@ -116,6 +121,12 @@ impl StreamServer {
         let token = self.inner.tokens.insert(Pending::Exec(spec))?;
         Ok(format!("{}/exec/{token}", self.inner.base_url))
     }
+
+    /// A single-use URL for a port-forward session.
+    pub fn portforward_url(&self, spec: PortForwardSpec) -> std::io::Result<String> {
+        let token = self.inner.tokens.insert(Pending::PortForward(spec))?;
+        Ok(format!("{}/portforward/{token}", self.inner.base_url))
+    }
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
@@ -136,30 +147,35 @@ fn client_protocols(req: &Request<Incoming>) -> Vec<String> {
         .collect()
 }
 
-/// The protocol to speak: the first of ours the client offers; `Ok(None)`
-/// when the client offers none (an old client: no negotiation).
-fn negotiate(client: &[String]) -> Result<Option<&'static str>, String> {
+/// The protocol to speak: the first of `ours` the client offers;
+/// `Ok(None)` when the client offers none (an old client: no negotiation).
+fn negotiate(
+    client: &[String],
+    ours: &[&'static str],
+) -> Result<Option<&'static str>, String> {
     if client.is_empty() {
         return Ok(None);
     }
-    PROTOCOLS
-        .iter()
+    ours.iter()
         .find(|p| client.iter().any(|c| c == *p))
         .map(|p| Some(*p))
         .ok_or_else(|| {
             format!(
-                "unable to upgrade: unable to negotiate protocol: client supports {client:?}, server supports {PROTOCOLS:?}"
+                "unable to upgrade: unable to negotiate protocol: client supports {client:?}, server supports {ours:?}"
             )
         })
 }
 
 fn handle(inner: Arc<Inner>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
-    let Some(token) = path.strip_prefix("/exec/") else {
-        return plain(StatusCode::NOT_FOUND, "not found");
+    let token = match path.split_once('/').map(|(_, rest)| rest.split_once('/')) {
+        Some(Some(("exec" | "portforward", token))) => token,
+        _ => return plain(StatusCode::NOT_FOUND, "not found"),
     };
-    let Some(Pending::Exec(spec)) = inner.tokens.take(token) else {
-        return plain(StatusCode::NOT_FOUND, "unknown or expired streaming token");
+    let pending = inner.tokens.take(token);
+    let pending = match (path.starts_with("/exec/"), pending) {
+        (true, Some(p @ Pending::Exec(_))) | (false, Some(p @ Pending::PortForward(_))) => p,
+        _ => return plain(StatusCode::NOT_FOUND, "unknown or expired streaming token"),
     };
     let wants_spdy = req
         .headers()
@@ -175,19 +191,31 @@ fn handle(inner: Arc<Inner>, mut req: Request<Incoming>) -> Response<Full<Bytes>
             "this endpoint needs an upgrade to SPDY/3.1",
         );
     }
-    let protocol = match negotiate(&client_protocols(&req)) {
+    let ours: &[&'static str] = match pending {
+        Pending::Exec(_) => &PROTOCOLS,
+        Pending::PortForward(_) => &PORTFORWARD_PROTOCOLS,
+    };
+    let protocol = match negotiate(&client_protocols(&req), ours) {
         Ok(p) => p,
         Err(e) => return plain(StatusCode::FORBIDDEN, &e),
     };
     let upgrade = hyper::upgrade::on(&mut req);
     let (containers, timeouts) = (inner.containers.clone(), inner.timeouts);
     tokio::spawn(async move {
-        match upgrade.await {
-            Ok(io) => {
-                remotecommand::serve_exec(TokioIo::new(io), spec, protocol, containers, timeouts)
-                    .await
+        let io = match upgrade.await {
+            Ok(io) => TokioIo::new(io),
+            Err(e) => {
+                tracing::debug!(error = %e, "streaming upgrade failed");
+                return;
             }
-            Err(e) => tracing::debug!(error = %e, "streaming upgrade failed"),
+        };
+        match pending {
+            Pending::Exec(spec) => {
+                remotecommand::serve_exec(io, spec, protocol, containers, timeouts).await
+            }
+            Pending::PortForward(spec) => {
+                portforward::serve_portforward(io, spec, timeouts).await
+            }
         }
     });
     let mut r = Response::new(Full::new(Bytes::new()));
@@ -209,10 +237,11 @@ mod tests {
     fn negotiation_prefers_ours_in_order() {
         let c = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            negotiate(&c(&["v2.channel.k8s.io", "v4.channel.k8s.io"])),
+            negotiate(&c(&["v2.channel.k8s.io", "v4.channel.k8s.io"]), &PROTOCOLS),
             Ok(Some("v4.channel.k8s.io"))
         );
-        assert_eq!(negotiate(&c(&[])), Ok(None));
-        assert!(negotiate(&c(&["v9.channel.k8s.io"])).is_err());
+        assert_eq!(negotiate(&c(&[]), &PROTOCOLS), Ok(None));
+        assert!(negotiate(&c(&["v9.channel.k8s.io"]), &PROTOCOLS).is_err());
+        assert!(negotiate(&c(&["v4.channel.k8s.io"]), &PORTFORWARD_PROTOCOLS).is_err());
     }
 }

@@ -227,4 +227,68 @@ impl Session {
             }
         }
     }
+
+    /// Opens a stream with `headers`, waits for the reply; its id.
+    pub async fn open_with(&mut self, headers: HeaderBlock) -> u32 {
+        let id = self.next_id;
+        self.next_id += 2;
+        self.framed
+            .send(Frame::SynStream(SynStream {
+                stream_id: id,
+                associated_stream_id: 0,
+                priority: 0,
+                slot: 0,
+                fin: false,
+                unidirectional: false,
+                headers,
+            }))
+            .await
+            .expect("send SYN_STREAM");
+        loop {
+            let f = tokio::time::timeout(Duration::from_secs(10), self.framed.next())
+                .await
+                .expect("SYN_REPLY in time")
+                .expect("connection open")
+                .expect("valid frame");
+            match f {
+                Frame::SynReply(r) if r.stream_id == id => return id,
+                Frame::Data(_) | Frame::WindowUpdate(_) | Frame::Ping(_) => {}
+                other => panic!("expected SYN_REPLY for {id}, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn send_to(&mut self, id: u32, data: &[u8], fin: bool) {
+        self.framed
+            .send(Frame::Data(DataFrame {
+                stream_id: id,
+                fin,
+                data: Bytes::copy_from_slice(data),
+            }))
+            .await
+            .expect("send DATA");
+    }
+
+    /// Reads until each of `ids` has ended (FIN); the bytes each carried.
+    pub async fn collect(&mut self, ids: &[u32], secs: u64) -> HashMap<u32, Vec<u8>> {
+        let mut got: HashMap<u32, Vec<u8>> = ids.iter().map(|i| (*i, Vec::new())).collect();
+        let mut open: Vec<u32> = ids.to_vec();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        while !open.is_empty() {
+            let f = tokio::time::timeout_at(deadline, self.framed.next())
+                .await
+                .unwrap_or_else(|_| panic!("streams {open:?} still open after {secs}s: {got:?}"))
+                .expect("connection open")
+                .expect("valid frame");
+            if let Frame::Data(d) = f
+                && let Some(buf) = got.get_mut(&d.stream_id)
+            {
+                buf.extend_from_slice(&d.data);
+                if d.fin {
+                    open.retain(|i| *i != d.stream_id);
+                }
+            }
+        }
+        got
+    }
 }

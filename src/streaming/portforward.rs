@@ -1,0 +1,224 @@
+//! Kubernetes' port-forward protocol (`portforward.k8s.io`) over SPDY/3.1:
+//! for each forwarded connection the client opens an `error` and a `data`
+//! stream carrying the same `requestid` and the target `port`. Once both
+//! are there the server connects to `localhost:<port>` inside the pod's
+//! network namespace (a host-network pod: the host's) and copies bytes
+//! both ways; a failed connect is reported on that request's error stream
+//! and the session stays open for the next one.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::os::fd::AsFd as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::mpsc;
+
+use super::remotecommand::{Timeouts, finish, goaway, split_session};
+use super::spdy::{DataFrame, Frame, GoAwayStatus, HeaderBlock, SynReply, WindowUpdate};
+
+/// A PortForward request waiting for its client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortForwardSpec {
+    pub pod_id: String,
+    /// The pod's pinned network namespace; `None` for a host-network pod.
+    pub netns: Option<PathBuf>,
+}
+
+/// How long a connect inside the pod may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CHUNK: usize = 32 * 1024;
+
+/// One forwarded connection as its streams arrive.
+#[derive(Debug, Default)]
+struct Request {
+    port: u16,
+    error: Option<u32>,
+    data: Option<u32>,
+    /// To the target connection's writer: bytes, or `None` = end of input.
+    to_target: Option<mpsc::Sender<Option<Bytes>>>,
+}
+
+/// Connects to `localhost:port` from inside `netns` (on a thread of its
+/// own: `setns` changes only the calling thread, and a tokio thread must
+/// never change namespace).
+async fn connect_in(netns: Option<PathBuf>, port: u16) -> std::io::Result<TcpStream> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let result = (|| {
+            if let Some(ns) = &netns {
+                let f = std::fs::File::open(ns)?;
+                nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+            }
+            let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+            TcpStream::connect_timeout(&v4, CONNECT_TIMEOUT)
+                .or_else(|e| TcpStream::connect_timeout(&v6, CONNECT_TIMEOUT).map_err(|_| e))
+        })();
+        let _ = tx.send(result);
+    });
+    rx.await
+        .map_err(|_| std::io::Error::other("the connecting thread died"))?
+}
+
+/// Runs one port-forward session on an upgraded connection.
+pub async fn serve_portforward<IO>(io: IO, spec: PortForwardSpec, timeouts: Timeouts)
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut frames, tx, writer) = split_session(io);
+    let mut requests: HashMap<String, Request> = HashMap::new();
+    // Stream id → (request id, is the data stream).
+    let mut streams: HashMap<u32, (String, bool)> = HashMap::new();
+    let mut tasks = Vec::new();
+    let data = |id: u32, fin: bool, bytes: Bytes| {
+        Frame::Data(DataFrame {
+            stream_id: id,
+            fin,
+            data: bytes,
+        })
+    };
+    loop {
+        let frame = match tokio::time::timeout(timeouts.idle, frames.next()).await {
+            Ok(Some(Ok(f))) => f,
+            Ok(Some(Err(e))) => {
+                tracing::debug!(error = %e, "port-forward: bad frame");
+                let _ = tx.send(goaway(GoAwayStatus::ProtocolError)).await;
+                break;
+            }
+            Ok(None) | Err(_) => break,
+        };
+        match frame {
+            Frame::SynStream(s) => {
+                let _ = tx
+                    .send(Frame::SynReply(SynReply {
+                        stream_id: s.stream_id,
+                        fin: false,
+                        headers: HeaderBlock::new(),
+                    }))
+                    .await;
+                let kind = s.headers.get("streamtype").unwrap_or_default();
+                let request_id = s.headers.get("requestid").unwrap_or_default().to_owned();
+                let port = s.headers.get("port").and_then(|p| p.parse::<u16>().ok());
+                let is_data = match kind {
+                    "data" => true,
+                    "error" => false,
+                    _ => continue,
+                };
+                let r = requests.entry(request_id.clone()).or_default();
+                if is_data {
+                    r.data = Some(s.stream_id);
+                } else {
+                    r.error = Some(s.stream_id);
+                }
+                streams.insert(s.stream_id, (request_id.clone(), is_data));
+                let (Some(error_id), Some(data_id)) = (r.error, r.data) else {
+                    continue;
+                };
+                let Some(port) = port.filter(|p| *p > 0) else {
+                    let msg = format!(
+                        "invalid port {:?} for request {request_id:?}",
+                        s.headers.get("port").unwrap_or_default()
+                    );
+                    let _ = tx.send(data(error_id, true, Bytes::from(msg))).await;
+                    let _ = tx.send(data(data_id, true, Bytes::new())).await;
+                    continue;
+                };
+                r.port = port;
+                let (to_target, mut from_client) = mpsc::channel::<Option<Bytes>>(16);
+                r.to_target = Some(to_target);
+                let (tx, netns, pod) = (tx.clone(), spec.netns.clone(), spec.pod_id.clone());
+                tasks.push(tokio::spawn(async move {
+                    let conn = connect_in(netns, port)
+                        .await
+                        .and_then(|c| {
+                            c.set_nonblocking(true)?;
+                            tokio::net::TcpStream::from_std(c)
+                        });
+                    let conn = match conn {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let msg =
+                                format!("error forwarding port {port} to pod {pod}: {e}");
+                            let _ = tx.send(data(error_id, true, Bytes::from(msg))).await;
+                            let _ = tx.send(data(data_id, true, Bytes::new())).await;
+                            return;
+                        }
+                    };
+                    let (mut rd, mut wr) = conn.into_split();
+                    let inbound = async move {
+                        while let Some(Some(bytes)) = from_client.recv().await {
+                            if wr.write_all(&bytes).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = wr.shutdown().await;
+                    };
+                    let tx2 = tx.clone();
+                    let outbound = async move {
+                        let mut buf = vec![0u8; CHUNK];
+                        loop {
+                            match rd.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    let chunk = Bytes::copy_from_slice(&buf[..n]);
+                                    if tx2.send(data(data_id, false, chunk)).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = tx2.send(data(data_id, true, Bytes::new())).await;
+                    };
+                    tokio::join!(inbound, outbound);
+                    let _ = tx.send(data(error_id, true, Bytes::new())).await;
+                }));
+            }
+            Frame::Data(d) => {
+                if !d.data.is_empty() {
+                    let _ = tx
+                        .send(Frame::WindowUpdate(WindowUpdate {
+                            stream_id: d.stream_id,
+                            delta: u32::try_from(d.data.len()).unwrap_or(u32::MAX),
+                        }))
+                        .await;
+                }
+                let Some((request_id, true)) = streams.get(&d.stream_id) else {
+                    continue;
+                };
+                let Some(r) = requests.get_mut(request_id) else {
+                    continue;
+                };
+                if let Some(to) = &r.to_target {
+                    if !d.data.is_empty() {
+                        let _ = to.send(Some(d.data.clone())).await;
+                    }
+                    if d.fin {
+                        let _ = to.send(None).await;
+                        r.to_target = None;
+                    }
+                }
+            }
+            Frame::RstStream(r) => {
+                // The client gave up on one connection: stop feeding it.
+                if let Some((request_id, _)) = streams.get(&r.stream_id)
+                    && let Some(req) = requests.get_mut(request_id)
+                {
+                    req.to_target = None;
+                }
+            }
+            Frame::Ping(p) => {
+                let _ = tx.send(Frame::Ping(p)).await;
+            }
+            Frame::GoAway(_) => break,
+            _ => {}
+        }
+    }
+    for t in &tasks {
+        t.abort();
+    }
+    finish(tx, writer).await;
+}
