@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 use common::*;
 use k8s_cri::v1::{
-    AttachRequest, CgroupDriver, RuntimeConfigRequest, StatusRequest, VersionRequest,
+    CgroupDriver, ContainerStatsRequest, RuntimeConfigRequest, StatusRequest, VersionRequest,
 };
 use tonic::Code;
 
@@ -96,16 +96,14 @@ async fn rpcs_not_built_yet_answer_unimplemented() {
     let daemon = Daemon::start("");
     let mut rt = daemon.runtime_client().await;
     let err = rt
-        .attach(AttachRequest {
+        .container_stats(ContainerStatsRequest {
             container_id: "f".repeat(64),
-            stdout: true,
-            ..Default::default()
         })
         .await
-        .expect_err("Attach is not built yet");
+        .expect_err("ContainerStats is not built yet");
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
     assert!(
-        err.message().contains("Attach"),
+        err.message().contains("ContainerStats"),
         "message names the RPC: {err:?}"
     );
     // Still serving.

@@ -1,8 +1,10 @@
-//! Exec over the streaming server with a SPDY/3.1 client, as kubelet and
-//! kubectl use it: output, stdin, exit status on the error stream (v4 JSON
-//! and the older text form), a terminal with resize, 10 MiB of output
-//! arriving complete, single-use and expiring URLs, protocol negotiation,
-//! request validation, and no descriptor leak over many sessions.
+//! Exec and Attach over the streaming server with a SPDY/3.1 client, as
+//! kubelet and kubectl use it: output, stdin, exit status on the error
+//! stream (v4 JSON and the older text form), a terminal with resize, 10 MiB
+//! of output arriving complete, single-use and expiring URLs, protocol
+//! negotiation, request validation, no descriptor leak over many sessions;
+//! attach to a printing container (detach leaves it running), to one that
+//! reads stdin (stdin_once), and to a terminal with resize.
 
 mod common;
 
@@ -282,4 +284,142 @@ async fn many_sessions_leak_no_descriptors() {
         after <= before + 2,
         "daemon fds grew from {before} to {after} over 60 sessions"
     );
+}
+
+async fn attach_url(env: &mut Env, id: &str, stdin: bool, stderr: bool) -> String {
+    env.rt
+        .attach(AttachRequest {
+            container_id: id.into(),
+            stdin,
+            tty: false,
+            stdout: true,
+            stderr,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("Attach: {e:?}"))
+        .into_inner()
+        .url
+}
+
+#[tokio::test]
+async fn attach_follows_output_and_feeds_stdin() {
+    let mut env = Env::new("").await;
+    let bb = env.busybox.clone();
+    let (pod, pcfg) = env.pod("att").await;
+
+    // A printing container: attach sees new output; detaching leaves it
+    // running.
+    let ticker = env
+        .run(
+            &pod,
+            &pcfg,
+            sh(
+                "ticker",
+                &bb,
+                "i=0; while true; do echo tick $i; echo tock $i >&2; i=$((i+1)); sleep 0.1; done",
+            ),
+        )
+        .await;
+    let u = attach_url(&mut env, &ticker, false, true).await;
+    assert!(u.contains("/attach/"), "{u}");
+    let req = ExecRequest {
+        stdin: false,
+        stdout: true,
+        stderr: true,
+        tty: false,
+        ..Default::default()
+    };
+    let mut s = session(&u, &req, &[V4]).await;
+    let out = String::from_utf8_lossy(&s.next_data("stdout", 10).await).into_owned();
+    assert!(out.contains("tick"), "{out:?}");
+    let err = String::from_utf8_lossy(&s.next_data("stderr", 10).await).into_owned();
+    assert!(err.contains("tock"), "{err:?}");
+    s.close().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        env.status(&ticker).await.state,
+        ContainerState::ContainerRunning as i32,
+        "detaching must not stop the container"
+    );
+
+    // A container that reads stdin (stdin_once): what the client sends
+    // arrives, and when the container exits the session ends with Success.
+    let mut c = sh("reader", &bb, "read line; echo got:$line; exit 5");
+    c.stdin = true;
+    c.stdin_once = true;
+    let reader = env.run(&pod, &pcfg, c).await;
+    let u = attach_url(&mut env, &reader, true, true).await;
+    let req = ExecRequest {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        tty: false,
+        ..Default::default()
+    };
+    let mut s = session(&u, &req, &[V4]).await;
+    s.send("stdin", b"hello\n", true).await;
+    let out = s.run(20).await;
+    s.close().await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got:hello\n");
+    assert_eq!(out.status()["status"], "Success");
+    let st = env.wait_exited(&reader, 10).await;
+    assert_eq!(st.exit_code, 5);
+    // Its log has the output too.
+    assert_eq!(log_text(std::path::Path::new(&st.log_path)), "got:hello\n");
+
+    // Attaching stdin to a container without stdin is refused.
+    let err = env
+        .rt
+        .attach(AttachRequest {
+            container_id: ticker.clone(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+}
+
+#[tokio::test]
+async fn attach_to_a_terminal_with_resize() {
+    let mut env = Env::new("").await;
+    let bb = env.busybox.clone();
+    let (pod, pcfg) = env.pod("attty").await;
+    let mut c = ctr("shell", &bb, &["sh"]);
+    c.stdin = true;
+    c.tty = true;
+    let id = env.run(&pod, &pcfg, c).await;
+    let u = env
+        .rt
+        .attach(AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url;
+    let req = ExecRequest {
+        stdin: true,
+        stdout: true,
+        stderr: false,
+        tty: true,
+        ..Default::default()
+    };
+    let mut s = session(&u, &req, &[V4]).await;
+    s.send("resize", br#"{"Width":77,"Height":22}"#, false)
+        .await;
+    // Give the resize (a separate call to the monitor) a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    s.send("stdin", b"stty size; exit 3\n", false).await;
+    let out = s.run(20).await;
+    s.close().await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("22 77"), "{text:?}");
+    assert_eq!(env.wait_exited(&id, 10).await.exit_code, 3);
 }

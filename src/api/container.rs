@@ -798,6 +798,53 @@ impl Cri {
         Ok(Response::new(cri::ExecResponse { url }))
     }
 
+    pub(super) async fn container_attach(
+        &self,
+        req: cri::AttachRequest,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        container_id(&req.container_id, "Attach")?;
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(Status::invalid_argument(
+                "Attach: one of stdin, stdout and stderr must be true",
+            ));
+        }
+        let rec = self
+            .containers
+            .status(&req.container_id)
+            .await?
+            .ok_or_else(|| {
+                Status::not_found(format!("container {:?} not found", req.container_id))
+            })?;
+        if rec.state != crate::runtime::container::ContainerState::Running {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running; cannot attach to it",
+                rec.id
+            )));
+        }
+        if req.stdin && !rec.spec.stdin {
+            return Err(Status::invalid_argument(format!(
+                "Attach: container {} was not created with stdin",
+                rec.id
+            )));
+        }
+        let server = self
+            .streaming
+            .get()
+            .ok_or_else(|| Status::unavailable("the streaming server is not running yet"))?;
+        // The container's terminal setting decides the streams (the CRI
+        // says the request's must match it).
+        let url = server
+            .attach_url(crate::streaming::AttachSpec {
+                container_id: rec.id.to_string(),
+                tty: rec.spec.tty,
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr && !rec.spec.tty,
+            })
+            .map_err(|e| Status::internal(format!("Attach: making a token: {e}")))?;
+        Ok(Response::new(cri::AttachResponse { url }))
+    }
+
     pub(super) async fn container_exec_sync(
         &self,
         req: cri::ExecSyncRequest,

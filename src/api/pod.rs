@@ -245,7 +245,6 @@ pub fn sandbox_item(r: &SandboxRecord) -> cri::PodSandbox {
 }
 
 impl Cri {
-
     pub(super) async fn pod_port_forward(
         &self,
         req: cri::PortForwardRequest,

@@ -245,6 +245,13 @@ impl RuntimeService for Cri {
         self.container_reopen_log(req.into_inner()).await
     }
 
+    async fn attach(
+        &self,
+        req: Request<cri::AttachRequest>,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        self.container_attach(req.into_inner()).await
+    }
+
     async fn port_forward(
         &self,
         req: Request<cri::PortForwardRequest>,
@@ -278,7 +285,6 @@ impl RuntimeService for Cri {
     }
 
     unimplemented_rpcs! {
-        attach(AttachRequest) -> AttachResponse = "Attach";
         container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
         list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
         pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";

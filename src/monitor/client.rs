@@ -30,6 +30,23 @@ pub async fn call(
     kind: Kind,
     timeout: Option<Duration>,
 ) -> Result<proto::Response, ClientError> {
+    call_keep(socket, kind, timeout).await.map(|(r, _)| r)
+}
+
+/// Attaches to the container's stdio: the connection, after the monitor's
+/// answer, carries length-prefixed `AttachFrame`s both ways.
+pub async fn attach(socket: &Path, a: proto::Attach) -> Result<UnixStream, ClientError> {
+    call_keep(socket, Kind::Attach(a), Some(Duration::from_secs(10)))
+        .await
+        .map(|(_, s)| s)
+}
+
+/// [`call`], keeping the connection.
+async fn call_keep(
+    socket: &Path,
+    kind: Kind,
+    timeout: Option<Duration>,
+) -> Result<(proto::Response, UnixStream), ClientError> {
     let work = async {
         let mut stream = match UnixStream::connect(socket).await {
             Ok(s) => s,
@@ -75,7 +92,7 @@ pub async fn call(
         if !resp.error.is_empty() {
             return Err(ClientError::Refused(resp.error));
         }
-        Ok(resp)
+        Ok((resp, stream))
     };
     match timeout {
         None => work.await,

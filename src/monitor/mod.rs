@@ -13,6 +13,7 @@
 //! `rootfs/`, `monitor.sock`, `exit.json`, `monitor.log` (the monitor's own
 //! stderr), `console.sock` (transient, tty only), `pid`.
 
+mod attach;
 pub mod client;
 pub mod exec;
 pub mod log;
@@ -33,7 +34,7 @@ pub mod proto {
 }
 
 /// This build's protocol version (see `proto/monitor.proto`).
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Upper bound on one framed message; requests and answers are tiny.
 pub const MAX_FRAME: usize = 1 << 20;
 

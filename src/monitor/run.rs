@@ -17,6 +17,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use super::attach;
 use super::log::{LogWriter, Stream};
 use super::proto::{self, request::Kind};
 use super::{ExitRecord, Launch, PROTOCOL_VERSION, Report, now_ns, read_frame, write_frame};
@@ -107,9 +108,15 @@ struct Monitor {
     outputs: Vec<(OwnedFd, Stream)>,
     /// The terminal master, for resizes (also in `outputs`).
     master: Option<OwnedFd>,
-    /// The write end of the container's stdin, held open until attach
-    /// (a later milestone) takes it, so the container does not see EOF.
-    _stdin: Option<OwnedFd>,
+    /// The write end of the container's stdin pipe (non-blocking), held
+    /// open so the container does not see EOF until stdin_once says so.
+    stdin: Option<OwnedFd>,
+    /// Attached clients' stdin not yet taken by the container.
+    stdin_pending: Vec<u8>,
+    /// stdin_once: close stdin once `stdin_pending` is written.
+    stdin_closing: bool,
+    /// Attach connections.
+    attached: Vec<attach::Client>,
     exit: Option<ExitRecord>,
     waiters: Vec<UnixStream>,
     /// The host's cgroup layout (None without cgroups or a cgroup path).
@@ -153,6 +160,7 @@ impl Monitor {
 
         let (stdin_read, stdin_write) = if launch.stdin {
             let (r, w) = pipe()?;
+            set_nonblocking(&w);
             (r, Some(w))
         } else {
             let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
@@ -241,7 +249,10 @@ impl Monitor {
             log,
             outputs,
             master,
-            _stdin: stdin_write,
+            stdin: stdin_write,
+            stdin_pending: Vec::new(),
+            stdin_closing: false,
+            attached: Vec::new(),
             exit: None,
             waiters: Vec::new(),
             cgroups: None,
@@ -257,6 +268,9 @@ impl Monitor {
     fn run(&mut self) {
         let mut buf = vec![0u8; 64 * 1024];
         while self.exit.is_none() {
+            let n_out = self.outputs.len();
+            let n_clients = self.attached.len();
+            let read_clients = self.stdin_pending.len() < attach::MAX_STDIN_PENDING;
             let mut fds = vec![
                 PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
@@ -266,6 +280,21 @@ impl Monitor {
                     .iter()
                     .map(|(fd, _)| PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
             );
+            fds.extend(self.attached.iter().map(|c| {
+                let mut flags = PollFlags::empty();
+                if read_clients {
+                    flags |= PollFlags::POLLIN;
+                }
+                if c.wants_write() {
+                    flags |= PollFlags::POLLOUT;
+                }
+                PollFd::new(c.sock.as_fd(), flags)
+            }));
+            let stdin_fd = self.stdin_target();
+            let poll_stdin = !self.stdin_pending.is_empty() && stdin_fd.is_some();
+            if let (true, Some(fd)) = (poll_stdin, stdin_fd) {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLOUT));
+            }
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => {
@@ -281,9 +310,9 @@ impl Monitor {
             // Output first, so that what a process wrote just before it
             // exited is in the log before the exit is recorded.
             let mut closed = Vec::new();
-            for (i, is_ready) in ready.iter().enumerate().skip(2) {
-                if *is_ready && !self.pump(i - 2, &mut buf) {
-                    closed.push(i - 2);
+            for i in 0..n_out {
+                if ready[2 + i] && !self.pump(i, &mut buf) {
+                    closed.push(i);
                 }
             }
             for i in closed.into_iter().rev() {
@@ -292,6 +321,13 @@ impl Monitor {
                     eprintln!("monitor: writing the log: {e}");
                 }
             }
+            for i in 0..n_clients {
+                if ready[2 + n_out + i] {
+                    self.client_ready(i);
+                }
+            }
+            self.attached.retain(|c| !c.gone);
+            self.flush_stdin();
             if ready[1] {
                 while let Ok(Some(_)) = self.signals.read_signal() {}
                 self.reap();
@@ -303,6 +339,45 @@ impl Monitor {
         self.finish(&mut buf);
     }
 
+    /// Where attached stdin goes: the pipe, or the terminal (with stdin).
+    fn stdin_target(&self) -> Option<&OwnedFd> {
+        match &self.master {
+            Some(m) if self.launch.stdin => Some(m),
+            Some(_) => None,
+            None => self.stdin.as_ref(),
+        }
+    }
+
+    fn client_ready(&mut self, i: usize) {
+        let c = &mut self.attached[i];
+        c.flush();
+        let input = c.read();
+        if self.stdin_target().is_some() {
+            self.stdin_pending.extend_from_slice(&input.data);
+        }
+        if input.closed_stdin && self.launch.stdin_once && self.master.is_none() {
+            self.stdin_closing = true;
+        }
+    }
+
+    fn flush_stdin(&mut self) {
+        let mut pending = std::mem::take(&mut self.stdin_pending);
+        let failed = self
+            .stdin_target()
+            .is_some_and(|fd| attach::flush_stdin(fd, &mut pending).is_err());
+        self.stdin_pending = pending;
+        if failed {
+            // The container closed its stdin.
+            self.stdin_pending.clear();
+            if self.master.is_none() {
+                self.stdin = None;
+            }
+        }
+        if self.stdin_closing && self.stdin_pending.is_empty() {
+            self.stdin = None;
+        }
+    }
+
     /// Moves what is readable from output `i` to the log; false at EOF.
     fn pump(&mut self, i: usize, buf: &mut [u8]) -> bool {
         let (fd, stream) = &self.outputs[i];
@@ -312,6 +387,9 @@ impl Monitor {
             Ok(n) => {
                 if let Err(e) = self.log.feed(stream, &buf[..n]) {
                     eprintln!("monitor: writing the log: {e}");
+                }
+                for c in &mut self.attached {
+                    c.output(stream, &buf[..n]);
                 }
                 true
             }
@@ -386,6 +464,18 @@ impl Monitor {
                 Ok(()) => String::new(),
                 Err(e) => format!("reopening the log file: {e}"),
             },
+            Some(Kind::Attach(a)) => {
+                if a.stdin && !self.launch.stdin {
+                    "the container was not created with stdin".to_owned()
+                } else {
+                    self.answer(&mut stream, String::new());
+                    match attach::Client::new(stream, a.stdin, a.stdout, a.stderr) {
+                        Ok(c) => self.attached.push(c),
+                        Err(e) => eprintln!("monitor: attach: {e}"),
+                    }
+                    return;
+                }
+            }
             Some(Kind::Resize(r)) => match &self.master {
                 None => "the container has no terminal".to_owned(),
                 Some(m) => {
@@ -478,6 +568,25 @@ impl Monitor {
         for mut w in std::mem::take(&mut self.waiters) {
             self.answer(&mut w, String::new());
         }
+        // Attached clients get the rest of the output and the end (bounded).
+        for c in &mut self.attached {
+            c.closing();
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.attached.iter().any(|c| c.wants_write() && !c.gone) && Instant::now() < deadline
+        {
+            let mut fds: Vec<PollFd> = self
+                .attached
+                .iter()
+                .map(|c| PollFd::new(c.sock.as_fd(), PollFlags::POLLOUT))
+                .collect();
+            let _ = poll(&mut fds, PollTimeout::from(100u8));
+            drop(fds);
+            for c in &mut self.attached {
+                c.flush();
+            }
+        }
+        self.attached.clear();
         self.delete();
         let _ = std::fs::remove_file(&self.launch.socket);
     }

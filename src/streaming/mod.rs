@@ -1,12 +1,12 @@
-//! The streaming server for Exec and PortForward (Attach to come): the CRI
+//! The streaming server for Exec, Attach and PortForward: the CRI
 //! call stores the request under a single-use token and returns a URL;
 //! kubelet (or crictl) dials it and upgrades the HTTP connection to
 //! SPDY/3.1, over which Kubernetes' remote-command protocol runs.
 //!
 //! * [`spdy`]: the SPDY/3.1 framing codec.
 //! * [`server`]: the HTTP listener, tokens, protocol negotiation, upgrade.
-//! * [`remotecommand`]: the exec session (streams, stdin/stdout/stderr,
-//!   terminal and resize, the exit status on the error stream).
+//! * [`remotecommand`]: exec and attach sessions (streams, stdin/stdout/
+//!   stderr, terminal and resize, the exit status on the error stream).
 //! * [`portforward`]: port-forward sessions (connections into the pod's
 //!   network namespace).
 
@@ -17,5 +17,5 @@ pub mod spdy;
 mod tokens;
 
 pub use portforward::PortForwardSpec;
-pub use remotecommand::ExecSpec;
+pub use remotecommand::{AttachSpec, ExecSpec};
 pub use server::StreamServer;

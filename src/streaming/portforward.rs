@@ -132,17 +132,14 @@ where
                 r.to_target = Some(to_target);
                 let (tx, netns, pod) = (tx.clone(), spec.netns.clone(), spec.pod_id.clone());
                 tasks.push(tokio::spawn(async move {
-                    let conn = connect_in(netns, port)
-                        .await
-                        .and_then(|c| {
-                            c.set_nonblocking(true)?;
-                            tokio::net::TcpStream::from_std(c)
-                        });
+                    let conn = connect_in(netns, port).await.and_then(|c| {
+                        c.set_nonblocking(true)?;
+                        tokio::net::TcpStream::from_std(c)
+                    });
                     let conn = match conn {
                         Ok(c) => c,
                         Err(e) => {
-                            let msg =
-                                format!("error forwarding port {port} to pod {pod}: {e}");
+                            let msg = format!("error forwarding port {port} to pod {pod}: {e}");
                             let _ = tx.send(data(error_id, true, Bytes::from(msg))).await;
                             let _ = tx.send(data(data_id, true, Bytes::new())).await;
                             return;

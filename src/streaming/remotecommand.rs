@@ -226,36 +226,39 @@ where
     (frames, tx, writer)
 }
 
-/// Runs one exec session on an upgraded connection.
-pub async fn serve_exec<IO>(
-    io: IO,
-    spec: ExecSpec,
-    protocol: Option<&'static str>,
-    containers: ContainerManager,
-    timeouts: Timeouts,
-) where
-    IO: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let (mut frames, tx, writer) = split_session(io);
+/// The channels' stream ids, and the reverse map.
+type Streams = (HashMap<Channel, u32>, HashMap<u32, Channel>);
 
-    // 1. The client's streams.
-    let want = expected(&spec, protocol);
+/// Answers the client's SYN_STREAMs until every channel in `want` is open
+/// (`None`: the client gave up, erred or took longer than `timeout`).
+async fn open_streams<R>(
+    frames: &mut FramedRead<R, SpdyCodec>,
+    tx: &mpsc::Sender<Frame>,
+    want: &[Channel],
+    timeout: Duration,
+    container: &str,
+) -> Option<Streams>
+where
+    R: AsyncRead + Unpin,
+{
     let mut streams: HashMap<Channel, u32> = HashMap::new();
     let mut by_id: HashMap<u32, Channel> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + timeouts.stream_creation;
+    let deadline = tokio::time::Instant::now() + timeout;
     while !want.iter().all(|c| streams.contains_key(c)) {
-        let next = tokio::time::timeout_at(deadline, frames.next()).await;
-        let frame = match next {
+        let frame = match tokio::time::timeout_at(deadline, frames.next()).await {
             Ok(Some(Ok(f))) => f,
             Ok(Some(Err(e))) => {
                 tracing::debug!(error = %e, "streaming: bad frame while opening streams");
                 let _ = tx.send(goaway(GoAwayStatus::ProtocolError)).await;
-                return finish(tx, writer).await;
+                return None;
             }
-            Ok(None) => return finish(tx, writer).await,
+            Ok(None) => return None,
             Err(_) => {
-                tracing::info!(container = %spec.container_id, "streaming: the client did not open its streams in time");
-                return finish(tx, writer).await;
+                tracing::info!(
+                    container,
+                    "streaming: the client did not open its streams in time"
+                );
+                return None;
             }
         };
         match frame {
@@ -279,6 +282,34 @@ pub async fn serve_exec<IO>(
             _ => {}
         }
     }
+    Some((streams, by_id))
+}
+
+/// Runs one exec session on an upgraded connection.
+pub async fn serve_exec<IO>(
+    io: IO,
+    spec: ExecSpec,
+    protocol: Option<&'static str>,
+    containers: ContainerManager,
+    timeouts: Timeouts,
+) where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut frames, tx, writer) = split_session(io);
+
+    // 1. The client's streams.
+    let want = expected(&spec, protocol);
+    let Some((streams, by_id)) = open_streams(
+        &mut frames,
+        &tx,
+        &want,
+        timeouts.stream_creation,
+        &spec.container_id,
+    )
+    .await
+    else {
+        return finish(tx, writer).await;
+    };
     let data = |id: u32, fin: bool, bytes: Bytes| {
         Frame::Data(DataFrame {
             stream_id: id,
@@ -427,9 +458,6 @@ pub async fn serve_exec<IO>(
                             Some(Channel::Resize) => {
                                 resize_buf.extend_from_slice(&d.data);
                                 apply_resizes(&mut resize_buf, pty.as_deref());
-                                if resize_buf.len() > MAX_RESIZE_BUFFER {
-                                    resize_buf.clear();
-                                }
                             }
                             _ => {}
                         }
@@ -460,6 +488,203 @@ pub async fn serve_exec<IO>(
             p.abort();
         }
     }
+    if let Some(msg) = status_message(protocol, &outcome) {
+        let _ = tx.send(data(error_id, false, Bytes::from(msg))).await;
+    }
+    close_streams(&tx, &streams).await;
+    linger(&mut frames, &tx).await;
+    finish(tx, writer).await;
+}
+
+/// An Attach request waiting for its client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachSpec {
+    pub container_id: String,
+    /// The container's own setting (a terminal has one output stream).
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// Reads one length-prefixed `AttachFrame` from the monitor.
+async fn read_attach_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> std::io::Result<crate::monitor::proto::AttachFrame> {
+    use prost::Message as _;
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > crate::monitor::MAX_FRAME {
+        return Err(std::io::Error::other(format!(
+            "attach frame of {len} bytes"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    crate::monitor::proto::AttachFrame::decode(body.as_slice()).map_err(std::io::Error::other)
+}
+
+async fn write_attach_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    f: &crate::monitor::proto::AttachFrame,
+) -> std::io::Result<()> {
+    use prost::Message as _;
+    let body = f.encode_to_vec();
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+    buf.extend_from_slice(&body);
+    w.write_all(&buf).await
+}
+
+/// Runs one attach session: the container's output (from its monitor) to
+/// the client, the client's stdin and resizes to the container, until the
+/// container exits (a Success status) or the client detaches.
+pub async fn serve_attach<IO>(
+    io: IO,
+    spec: AttachSpec,
+    protocol: Option<&'static str>,
+    containers: ContainerManager,
+    timeouts: Timeouts,
+) where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut frames, tx, writer) = split_session(io);
+    let as_exec = ExecSpec {
+        container_id: spec.container_id.clone(),
+        cmd: Vec::new(),
+        tty: spec.tty,
+        stdin: spec.stdin,
+        stdout: spec.stdout,
+        stderr: spec.stderr,
+    };
+    let want = expected(&as_exec, protocol);
+    let Some((streams, by_id)) = open_streams(
+        &mut frames,
+        &tx,
+        &want,
+        timeouts.stream_creation,
+        &spec.container_id,
+    )
+    .await
+    else {
+        return finish(tx, writer).await;
+    };
+    let data = |id: u32, fin: bool, bytes: Bytes| {
+        Frame::Data(DataFrame {
+            stream_id: id,
+            fin,
+            data: bytes,
+        })
+    };
+    let error_id = streams.get(&Channel::Error).copied().unwrap_or(0);
+    let attached = containers
+        .attach(
+            &spec.container_id,
+            spec.stdin,
+            spec.stdout,
+            spec.stderr && !spec.tty,
+        )
+        .await;
+    let (id, sock) = match attached {
+        Ok(x) => x,
+        Err(e) => {
+            if let Some(msg) = status_message(protocol, &Err(e.to_string())) {
+                let _ = tx.send(data(error_id, false, Bytes::from(msg))).await;
+            }
+            close_streams(&tx, &streams).await;
+            linger(&mut frames, &tx).await;
+            return finish(tx, writer).await;
+        }
+    };
+    let (mut from_monitor, mut to_monitor) = sock.into_split();
+    let (out_id, err_id) = (
+        streams.get(&Channel::Stdout).copied(),
+        streams.get(&Channel::Stderr).copied(),
+    );
+    let pump_tx = tx.clone();
+    // Ends when the container has exited (true) or the monitor went away.
+    let mut pump = tokio::spawn(async move {
+        loop {
+            match read_attach_frame(&mut from_monitor).await {
+                Ok(f) if f.close => return true,
+                Ok(f) => {
+                    let target = match f.stream {
+                        1 => out_id,
+                        2 => err_id,
+                        _ => None,
+                    };
+                    if let (Some(sid), false) = (target, f.data.is_empty()) {
+                        let _ = pump_tx.send(data(sid, false, Bytes::from(f.data))).await;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    });
+    let mut resize_buf: Vec<u8> = Vec::new();
+    let ended = loop {
+        tokio::select! {
+            r = &mut pump => break r.unwrap_or(false),
+            f = tokio::time::timeout(timeouts.idle, frames.next()) => {
+                let frame = match f {
+                    Ok(Some(Ok(frame))) => frame,
+                    // Detached (or a bad frame, or idle): the container runs on.
+                    _ => {
+                        pump.abort();
+                        drop(to_monitor);
+                        return finish(tx, writer).await;
+                    }
+                };
+                match frame {
+                    Frame::Data(d) => {
+                        if !d.data.is_empty() {
+                            let _ = tx.send(Frame::WindowUpdate(WindowUpdate {
+                                stream_id: d.stream_id,
+                                delta: u32::try_from(d.data.len()).unwrap_or(u32::MAX),
+                            })).await;
+                        }
+                        match by_id.get(&d.stream_id) {
+                            Some(Channel::Stdin) => {
+                                let f = crate::monitor::proto::AttachFrame {
+                                    stream: 0,
+                                    data: d.data.to_vec(),
+                                    close: d.fin,
+                                };
+                                if (!f.data.is_empty() || f.close)
+                                    && write_attach_frame(&mut to_monitor, &f).await.is_err()
+                                {
+                                    // The monitor is gone; the pump ends too.
+                                }
+                            }
+                            Some(Channel::Resize) => {
+                                resize_buf.extend_from_slice(&d.data);
+                                for (w, h) in take_resizes(&mut resize_buf) {
+                                    let _ = containers.resize(&id, w, h).await;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    Frame::Ping(p) => {
+                        let _ = tx.send(Frame::Ping(p)).await;
+                    }
+                    Frame::GoAway(_) => {
+                        pump.abort();
+                        drop(to_monitor);
+                        return finish(tx, writer).await;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    };
+    drop(to_monitor);
+    let outcome = if ended {
+        Ok(0)
+    } else {
+        Err(format!("lost the connection to container {id}'s monitor"))
+    };
     if let Some(msg) = status_message(protocol, &outcome) {
         let _ = tx.send(data(error_id, false, Bytes::from(msg))).await;
     }
@@ -518,22 +743,31 @@ pub(super) async fn finish(tx: mpsc::Sender<Frame>, writer: tokio::task::JoinHan
     let _ = writer.await;
 }
 
-/// Applies every complete `{"Width":…,"Height":…}` in `buf`, keeping an
-/// incomplete tail.
+/// Applies every complete `{"Width":…,"Height":…}` in `buf` to `pty`,
+/// keeping an incomplete tail.
 fn apply_resizes(buf: &mut Vec<u8>, pty: Option<&Pty>) {
+    for (w, h) in take_resizes(buf) {
+        if let Some(p) = pty {
+            p.resize(w, h);
+        }
+    }
+}
+
+/// Takes every complete `{"Width":…,"Height":…}` out of `buf` (garbage
+/// empties it), keeping an incomplete tail; bounded by
+/// [`MAX_RESIZE_BUFFER`].
+fn take_resizes(buf: &mut Vec<u8>) -> Vec<(u16, u16)> {
+    let mut sizes = Vec::new();
     let mut it = serde_json::Deserializer::from_slice(buf).into_iter::<TermSize>();
     let mut used = 0;
     loop {
         match it.next() {
             Some(Ok(size)) => {
                 used = it.byte_offset();
-                if let Some(p) = pty {
-                    p.resize(size.width, size.height);
-                }
+                sizes.push((size.width, size.height));
             }
             Some(Err(e)) if e.is_eof() => break,
             Some(Err(_)) => {
-                // Garbage: drop everything buffered.
                 used = buf.len();
                 break;
             }
@@ -544,6 +778,10 @@ fn apply_resizes(buf: &mut Vec<u8>, pty: Option<&Pty>) {
         }
     }
     buf.drain(..used);
+    if buf.len() > MAX_RESIZE_BUFFER {
+        buf.clear();
+    }
+    sizes
 }
 
 #[cfg(test)]

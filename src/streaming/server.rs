@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::portforward::{self, PortForwardSpec};
-use super::remotecommand::{self, ExecSpec, Timeouts};
+use super::remotecommand::{self, AttachSpec, ExecSpec, Timeouts};
 use super::tokens::Tokens;
 use crate::config::StreamingConfig;
 use crate::runtime::container::ContainerManager;
@@ -40,6 +40,7 @@ pub const PORTFORWARD_PROTOCOLS: [&str; 1] = ["portforward.k8s.io"];
 #[derive(Debug)]
 enum Pending {
     Exec(ExecSpec),
+    Attach(AttachSpec),
     PortForward(PortForwardSpec),
 }
 
@@ -122,6 +123,12 @@ impl StreamServer {
         Ok(format!("{}/exec/{token}", self.inner.base_url))
     }
 
+    /// A single-use URL for an attach session.
+    pub fn attach_url(&self, spec: AttachSpec) -> std::io::Result<String> {
+        let token = self.inner.tokens.insert(Pending::Attach(spec))?;
+        Ok(format!("{}/attach/{token}", self.inner.base_url))
+    }
+
     /// A single-use URL for a port-forward session.
     pub fn portforward_url(&self, spec: PortForwardSpec) -> std::io::Result<String> {
         let token = self.inner.tokens.insert(Pending::PortForward(spec))?;
@@ -149,10 +156,7 @@ fn client_protocols(req: &Request<Incoming>) -> Vec<String> {
 
 /// The protocol to speak: the first of `ours` the client offers;
 /// `Ok(None)` when the client offers none (an old client: no negotiation).
-fn negotiate(
-    client: &[String],
-    ours: &[&'static str],
-) -> Result<Option<&'static str>, String> {
+fn negotiate(client: &[String], ours: &[&'static str]) -> Result<Option<&'static str>, String> {
     if client.is_empty() {
         return Ok(None);
     }
@@ -169,12 +173,14 @@ fn negotiate(
 fn handle(inner: Arc<Inner>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let token = match path.split_once('/').map(|(_, rest)| rest.split_once('/')) {
-        Some(Some(("exec" | "portforward", token))) => token,
+        Some(Some((kind @ ("exec" | "attach" | "portforward"), token))) => (kind, token),
         _ => return plain(StatusCode::NOT_FOUND, "not found"),
     };
-    let pending = inner.tokens.take(token);
-    let pending = match (path.starts_with("/exec/"), pending) {
-        (true, Some(p @ Pending::Exec(_))) | (false, Some(p @ Pending::PortForward(_))) => p,
+    let (kind, token) = token;
+    let pending = match (kind, inner.tokens.take(token)) {
+        ("exec", Some(p @ Pending::Exec(_)))
+        | ("attach", Some(p @ Pending::Attach(_)))
+        | ("portforward", Some(p @ Pending::PortForward(_))) => p,
         _ => return plain(StatusCode::NOT_FOUND, "unknown or expired streaming token"),
     };
     let wants_spdy = req
@@ -192,7 +198,7 @@ fn handle(inner: Arc<Inner>, mut req: Request<Incoming>) -> Response<Full<Bytes>
         );
     }
     let ours: &[&'static str] = match pending {
-        Pending::Exec(_) => &PROTOCOLS,
+        Pending::Exec(_) | Pending::Attach(_) => &PROTOCOLS,
         Pending::PortForward(_) => &PORTFORWARD_PROTOCOLS,
     };
     let protocol = match negotiate(&client_protocols(&req), ours) {
@@ -213,9 +219,10 @@ fn handle(inner: Arc<Inner>, mut req: Request<Incoming>) -> Response<Full<Bytes>
             Pending::Exec(spec) => {
                 remotecommand::serve_exec(io, spec, protocol, containers, timeouts).await
             }
-            Pending::PortForward(spec) => {
-                portforward::serve_portforward(io, spec, timeouts).await
+            Pending::Attach(spec) => {
+                remotecommand::serve_attach(io, spec, protocol, containers, timeouts).await
             }
+            Pending::PortForward(spec) => portforward::serve_portforward(io, spec, timeouts).await,
         }
     });
     let mut r = Response::new(Full::new(Bytes::new()));

@@ -20,8 +20,10 @@ use tokio::net::unix::pipe;
 
 use super::{ContainerManager, blocking};
 use crate::id::ContainerId;
+use crate::monitor::client;
 use crate::monitor::exec::{ExecReport, ExecRequest};
 use crate::monitor::now_ns;
+use crate::monitor::proto::{self, request::Kind};
 use crate::monitor::zygote;
 use crate::runtime::container::{ContainerError, ContainerState};
 
@@ -351,6 +353,81 @@ impl ContainerManager {
                 _files: files,
             },
         ))
+    }
+}
+
+impl ContainerManager {
+    /// Attaches to the running container's stdio through its monitor; the
+    /// connection then carries `AttachFrame`s (see proto/monitor.proto).
+    pub async fn attach(
+        &self,
+        id: &str,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> Result<(ContainerId, tokio::net::UnixStream), ContainerError> {
+        let id = self
+            .resolve(id)?
+            .ok_or_else(|| ContainerError::NotFound(id.to_owned()))?;
+        self.refresh(&id).await?;
+        let rec = self
+            .record(&id)
+            .ok_or_else(|| ContainerError::NotFound(id.to_string()))?;
+        if rec.state != ContainerState::Running {
+            return Err(ContainerError::State {
+                id,
+                what: "container is not running; cannot attach to it".into(),
+            });
+        }
+        if stdin && !rec.spec.stdin {
+            return Err(ContainerError::Invalid(format!(
+                "container {id} was not created with stdin; cannot attach stdin"
+            )));
+        }
+        let stream = client::attach(
+            &self.socket(&id),
+            proto::Attach {
+                stdin,
+                stdout,
+                stderr,
+            },
+        )
+        .await
+        .map_err(|e| ContainerError::Failed {
+            id: id.clone(),
+            context: "attaching".into(),
+            message: e.to_string(),
+        })?;
+        Ok((id, stream))
+    }
+
+    /// Resizes the running container's terminal.
+    pub async fn resize(
+        &self,
+        id: &ContainerId,
+        width: u16,
+        height: u16,
+    ) -> Result<(), ContainerError> {
+        client::call(
+            &self.socket(id),
+            Kind::Resize(proto::Resize {
+                width: u32::from(width),
+                height: u32::from(height),
+            }),
+            Some(Duration::from_secs(5)),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| ContainerError::Failed {
+            id: id.clone(),
+            context: "resizing the terminal".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Whether the container was created with a terminal.
+    pub fn has_tty(&self, id: &ContainerId) -> bool {
+        self.record(id).is_some_and(|r| r.spec.tty)
     }
 }
 
