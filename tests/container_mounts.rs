@@ -151,40 +151,6 @@ async fn pod_with_pid(
     (id, cfg)
 }
 
-const RUNC: &str = "/usr/bin/runc";
-
-/// An env whose daemon knows `handler` ("" built in, or "runc").
-async fn env_for(handler: &str) -> Env {
-    if handler.is_empty() {
-        return Env::new("").await;
-    }
-    assert_eq!(handler, "runc");
-    assert!(
-        Path::new(RUNC).exists(),
-        "{RUNC} missing: install Debian's runc package (hack/install-deps.sh)"
-    );
-    Env::new(&format!(
-        "[runtime.handlers.runc]\nruntime_path = {RUNC:?}\n"
-    ))
-    .await
-}
-
-/// A pod of `env` on runtime `handler`.
-async fn pod_on(env: &mut Env, name: &str, handler: &str) -> (String, PodSandboxConfig) {
-    let cfg = env.pod_config(name);
-    let id = env
-        .rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(cfg.clone()),
-            runtime_handler: handler.into(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox ({handler:?}): {e:?}"))
-        .into_inner()
-        .pod_sandbox_id;
-    (id, cfg)
-}
-
 async fn wait_log(env: &mut Env, id: &str, text: &str) {
     let path = env.status(id).await.log_path;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -365,9 +331,9 @@ async fn propagation_private_and_host_to_container_runc() {
 }
 
 async fn private_and_host_to_container(handler: &str) {
-    let mut env = env_for(handler).await;
+    let mut env = Env::for_handler(handler).await;
     let bb = env.busybox.clone();
-    let (pod, pcfg) = pod_on(&mut env, "prop", handler).await;
+    let (pod, pcfg) = env.pod_on("prop", handler).await;
     let mut mounts = HostMounts::new();
     let shared = mounts.tmpfs("shared", MsFlags::MS_SHARED);
     let (vol, priv_) = (shared.join("vol"), shared.join("priv"));
@@ -426,9 +392,9 @@ async fn propagation_bidirectional_reaches_the_host_runc() {
 }
 
 async fn bidirectional_reaches_the_host(handler: &str) {
-    let mut env = env_for(handler).await;
+    let mut env = Env::for_handler(handler).await;
     let bb = env.busybox.clone();
-    let (pod, pcfg) = pod_on(&mut env, "bidir", handler).await;
+    let (pod, pcfg) = env.pod_on("bidir", handler).await;
     let mut mounts = HostMounts::new();
     let shared = mounts.tmpfs("shared", MsFlags::MS_SHARED);
     let [vol, priv_, slv] = ["vol", "priv", "slv"].map(|d| shared.join(d));

@@ -394,27 +394,9 @@ async fn restart_recovery_keeps_running_and_records_exits() {
 
 #[tokio::test]
 async fn runc_handler_runs_the_same_spec() {
-    let runc = "/usr/bin/runc";
-    assert!(
-        Path::new(runc).exists(),
-        "{runc} missing: install Debian's runc package (hack/install-deps.sh)"
-    );
-    let mut env = Env::new(&format!(
-        "[runtime.handlers.runc]\nruntime_path = {runc:?}\n"
-    ))
-    .await;
+    let mut env = Env::for_handler("runc").await;
     let bb = env.busybox.clone();
-    let mut pcfg = env.pod_config("runc");
-    let pod = env
-        .rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pcfg.clone()),
-            runtime_handler: "runc".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let (pod, mut pcfg) = env.pod_on("runc", "runc").await;
     pcfg.hostname = "runc".into();
     let (s, out) = env
         .run_to_exit(

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::containers::*;
 use k8s_cri::v1::*;
 use tonic::Code;
@@ -205,27 +203,9 @@ async fn exec_sync_runs_as_the_container_does() {
 
 #[tokio::test]
 async fn exec_sync_with_the_runc_handler() {
-    let runc = "/usr/bin/runc";
-    assert!(
-        Path::new(runc).exists(),
-        "{runc} missing: install Debian's runc package (hack/install-deps.sh)"
-    );
-    let mut env = Env::new(&format!(
-        "[runtime.handlers.runc]\nruntime_path = {runc:?}\n"
-    ))
-    .await;
+    let mut env = Env::for_handler("runc").await;
     let bb = env.busybox.clone();
-    let pcfg = env.pod_config("runcexec");
-    let pod = env
-        .rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pcfg.clone()),
-            runtime_handler: "runc".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let (pod, pcfg) = env.pod_on("runcexec", "runc").await;
     let id = env
         .run(&pod, &pcfg, ctr("target", &bb, &["sleep", "300"]))
         .await;

@@ -747,21 +747,8 @@ impl Cri {
         req: cri::ExecRequest,
     ) -> Result<Response<cri::ExecResponse>, Status> {
         container_id(&req.container_id, "Exec")?;
-        if req.cmd.first().is_none_or(|c| c.is_empty()) {
-            return Err(Status::invalid_argument(
-                "Exec: cmd must name a program to run",
-            ));
-        }
-        if req.cmd.iter().any(|a| a.contains('\0')) {
-            return Err(Status::invalid_argument(
-                "Exec: cmd arguments must not contain NUL bytes",
-            ));
-        }
-        if !(req.stdin || req.stdout || req.stderr) {
-            return Err(Status::invalid_argument(
-                "Exec: one of stdin, stdout and stderr must be true",
-            ));
-        }
+        exec_cmd(&req.cmd, "Exec")?;
+        some_stream(req.stdin, req.stdout, req.stderr, "Exec")?;
         if req.tty && req.stderr {
             return Err(Status::invalid_argument(
                 "Exec: tty and stderr cannot both be true (a terminal has one output stream)",
@@ -769,22 +756,9 @@ impl Cri {
         }
         // The container must exist and run now; the session checks again.
         let running = self
-            .containers
-            .status(&req.container_id)
-            .await?
-            .ok_or_else(|| {
-                Status::not_found(format!("container {:?} not found", req.container_id))
-            })?;
-        if running.state != crate::runtime::container::ContainerState::Running {
-            return Err(Status::failed_precondition(format!(
-                "container {} is not running; cannot exec in it",
-                running.id
-            )));
-        }
-        let server = self
-            .streaming
-            .get()
-            .ok_or_else(|| Status::unavailable("the streaming server is not running yet"))?;
+            .running_container(&req.container_id, "exec in it")
+            .await?;
+        let server = self.stream_server()?;
         let url = server
             .exec_url(crate::streaming::ExecSpec {
                 container_id: running.id.to_string(),
@@ -803,34 +777,17 @@ impl Cri {
         req: cri::AttachRequest,
     ) -> Result<Response<cri::AttachResponse>, Status> {
         container_id(&req.container_id, "Attach")?;
-        if !(req.stdin || req.stdout || req.stderr) {
-            return Err(Status::invalid_argument(
-                "Attach: one of stdin, stdout and stderr must be true",
-            ));
-        }
+        some_stream(req.stdin, req.stdout, req.stderr, "Attach")?;
         let rec = self
-            .containers
-            .status(&req.container_id)
-            .await?
-            .ok_or_else(|| {
-                Status::not_found(format!("container {:?} not found", req.container_id))
-            })?;
-        if rec.state != crate::runtime::container::ContainerState::Running {
-            return Err(Status::failed_precondition(format!(
-                "container {} is not running; cannot attach to it",
-                rec.id
-            )));
-        }
+            .running_container(&req.container_id, "attach to it")
+            .await?;
         if req.stdin && !rec.spec.stdin {
             return Err(Status::invalid_argument(format!(
                 "Attach: container {} was not created with stdin",
                 rec.id
             )));
         }
-        let server = self
-            .streaming
-            .get()
-            .ok_or_else(|| Status::unavailable("the streaming server is not running yet"))?;
+        let server = self.stream_server()?;
         // The container's terminal setting decides the streams (the CRI
         // says the request's must match it).
         let url = server
@@ -850,16 +807,7 @@ impl Cri {
         req: cri::ExecSyncRequest,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
         container_id(&req.container_id, "ExecSync")?;
-        if req.cmd.first().is_none_or(|c| c.is_empty()) {
-            return Err(Status::invalid_argument(
-                "ExecSync: cmd must name a program to run",
-            ));
-        }
-        if req.cmd.iter().any(|a| a.contains('\0')) {
-            return Err(Status::invalid_argument(
-                "ExecSync: cmd arguments must not contain NUL bytes",
-            ));
-        }
+        exec_cmd(&req.cmd, "ExecSync")?;
         let timeout = match req.timeout {
             0 => None,
             t if t < 0 => {
@@ -878,6 +826,61 @@ impl Cri {
             stderr: out.stderr,
             exit_code: out.exit_code,
         }))
+    }
+}
+
+/// The command of Exec/ExecSync: a program is named, no NUL bytes.
+fn exec_cmd(cmd: &[String], rpc: &str) -> Result<(), Status> {
+    if cmd.first().is_none_or(|c| c.is_empty()) {
+        return Err(Status::invalid_argument(format!(
+            "{rpc}: cmd must name a program to run"
+        )));
+    }
+    if cmd.iter().any(|a| a.contains('\0')) {
+        return Err(Status::invalid_argument(format!(
+            "{rpc}: cmd arguments must not contain NUL bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// One of stdin/stdout/stderr must be asked for (Exec, Attach).
+fn some_stream(stdin: bool, stdout: bool, stderr: bool, rpc: &str) -> Result<(), Status> {
+    if stdin || stdout || stderr {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "{rpc}: one of stdin, stdout and stderr must be true"
+        )))
+    }
+}
+
+impl Cri {
+    /// The record of a container that must be running for `what`.
+    async fn running_container(
+        &self,
+        id: &str,
+        what: &str,
+    ) -> Result<crate::runtime::container::ContainerRecord, Status> {
+        let rec = self
+            .containers
+            .status(id)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("container {id:?} not found")))?;
+        if rec.state != crate::runtime::container::ContainerState::Running {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running; cannot {what}",
+                rec.id
+            )));
+        }
+        Ok(rec)
+    }
+
+    /// The streaming server (started with the daemon).
+    pub(super) fn stream_server(&self) -> Result<&crate::streaming::StreamServer, Status> {
+        self.streaming
+            .get()
+            .ok_or_else(|| Status::unavailable("the streaming server is not running yet"))
     }
 }
 

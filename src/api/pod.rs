@@ -268,11 +268,8 @@ impl Cri {
                 rec.id
             )));
         }
-        let server = self
-            .streaming
-            .get()
-            .ok_or_else(|| Status::unavailable("the streaming server is not running yet"))?;
-        let url = server
+        let url = self
+            .stream_server()?
             .portforward_url(crate::streaming::PortForwardSpec {
                 pod_id: rec.id.to_string(),
                 netns: rec.pinned.net.clone(),

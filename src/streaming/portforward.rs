@@ -17,8 +17,8 @@ use futures_util::StreamExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
-use super::remotecommand::{Timeouts, finish, goaway, split_session};
-use super::spdy::{DataFrame, Frame, GoAwayStatus, HeaderBlock, SynReply, WindowUpdate};
+use super::remotecommand::{Timeouts, ack, data, finish, goaway, reply, split_session};
+use super::spdy::{Frame, GoAwayStatus};
 
 /// A PortForward request waiting for its client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,13 +74,6 @@ where
     // Stream id → (request id, is the data stream).
     let mut streams: HashMap<u32, (String, bool)> = HashMap::new();
     let mut tasks = Vec::new();
-    let data = |id: u32, fin: bool, bytes: Bytes| {
-        Frame::Data(DataFrame {
-            stream_id: id,
-            fin,
-            data: bytes,
-        })
-    };
     loop {
         let frame = match tokio::time::timeout(timeouts.idle, frames.next()).await {
             Ok(Some(Ok(f))) => f,
@@ -93,13 +86,7 @@ where
         };
         match frame {
             Frame::SynStream(s) => {
-                let _ = tx
-                    .send(Frame::SynReply(SynReply {
-                        stream_id: s.stream_id,
-                        fin: false,
-                        headers: HeaderBlock::new(),
-                    }))
-                    .await;
+                reply(&tx, s.stream_id).await;
                 let kind = s.headers.get("streamtype").unwrap_or_default();
                 let request_id = s.headers.get("requestid").unwrap_or_default().to_owned();
                 let port = s.headers.get("port").and_then(|p| p.parse::<u16>().ok());
@@ -175,14 +162,7 @@ where
                 }));
             }
             Frame::Data(d) => {
-                if !d.data.is_empty() {
-                    let _ = tx
-                        .send(Frame::WindowUpdate(WindowUpdate {
-                            stream_id: d.stream_id,
-                            delta: u32::try_from(d.data.len()).unwrap_or(u32::MAX),
-                        }))
-                        .await;
-                }
+                ack(&tx, &d).await;
                 let Some((request_id, true)) = streams.get(&d.stream_id) else {
                     continue;
                 };

@@ -264,13 +264,7 @@ where
         match frame {
             Frame::SynStream(s) => {
                 let channel = s.headers.get("streamtype").and_then(Channel::parse);
-                let _ = tx
-                    .send(Frame::SynReply(SynReply {
-                        stream_id: s.stream_id,
-                        fin: false,
-                        headers: HeaderBlock::new(),
-                    }))
-                    .await;
+                reply(tx, s.stream_id).await;
                 if let Some(c) = channel {
                     streams.insert(c, s.stream_id);
                     by_id.insert(s.stream_id, c);
@@ -309,13 +303,6 @@ pub async fn serve_exec<IO>(
     .await
     else {
         return finish(tx, writer).await;
-    };
-    let data = |id: u32, fin: bool, bytes: Bytes| {
-        Frame::Data(DataFrame {
-            stream_id: id,
-            fin,
-            data: bytes,
-        })
     };
     let error_id = streams.get(&Channel::Error).copied().unwrap_or(0);
 
@@ -434,12 +421,7 @@ pub async fn serve_exec<IO>(
                 };
                 match frame {
                     Frame::Data(d) => {
-                        if !d.data.is_empty() {
-                            let _ = tx.send(Frame::WindowUpdate(WindowUpdate {
-                                stream_id: d.stream_id,
-                                delta: u32::try_from(d.data.len()).unwrap_or(u32::MAX),
-                            })).await;
-                        }
+                        ack(&tx, &d).await;
                         match by_id.get(&d.stream_id) {
                             Some(Channel::Stdin) => {
                                 let ok = match &mut input {
@@ -570,13 +552,6 @@ pub async fn serve_attach<IO>(
     else {
         return finish(tx, writer).await;
     };
-    let data = |id: u32, fin: bool, bytes: Bytes| {
-        Frame::Data(DataFrame {
-            stream_id: id,
-            fin,
-            data: bytes,
-        })
-    };
     let error_id = streams.get(&Channel::Error).copied().unwrap_or(0);
     let attached = containers
         .attach(
@@ -638,12 +613,7 @@ pub async fn serve_attach<IO>(
                 };
                 match frame {
                     Frame::Data(d) => {
-                        if !d.data.is_empty() {
-                            let _ = tx.send(Frame::WindowUpdate(WindowUpdate {
-                                stream_id: d.stream_id,
-                                delta: u32::try_from(d.data.len()).unwrap_or(u32::MAX),
-                            })).await;
-                        }
+                        ack(&tx, &d).await;
                         match by_id.get(&d.stream_id) {
                             Some(Channel::Stdin) => {
                                 let f = crate::monitor::proto::AttachFrame {
@@ -691,6 +661,38 @@ pub async fn serve_attach<IO>(
     close_streams(&tx, &streams).await;
     linger(&mut frames, &tx).await;
     finish(tx, writer).await;
+}
+
+/// A DATA frame.
+pub(super) fn data(id: u32, fin: bool, bytes: Bytes) -> Frame {
+    Frame::Data(DataFrame {
+        stream_id: id,
+        fin,
+        data: bytes,
+    })
+}
+
+/// Answers a SYN_STREAM (no headers).
+pub(super) async fn reply(tx: &mpsc::Sender<Frame>, stream_id: u32) {
+    let _ = tx
+        .send(Frame::SynReply(SynReply {
+            stream_id,
+            fin: false,
+            headers: HeaderBlock::new(),
+        }))
+        .await;
+}
+
+/// Returns the window a DATA frame used (for clients that count).
+pub(super) async fn ack(tx: &mpsc::Sender<Frame>, d: &DataFrame) {
+    if !d.data.is_empty() {
+        let _ = tx
+            .send(Frame::WindowUpdate(WindowUpdate {
+                stream_id: d.stream_id,
+                delta: u32::try_from(d.data.len()).unwrap_or(u32::MAX),
+            }))
+            .await;
+    }
 }
 
 pub(super) fn goaway(status: GoAwayStatus) -> Frame {

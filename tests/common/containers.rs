@@ -307,3 +307,41 @@ pub fn log_text(path: &Path) -> String {
 pub fn proc_path(pid: u32, rest: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{rest}"))
 }
+
+/// Debian's runc, the external handler the tests use.
+pub const RUNC: &str = "/usr/bin/runc";
+
+impl Env {
+    /// An env whose daemon knows `handler` ("" the built-in executor, or
+    /// "runc", configured as an external handler).
+    pub async fn for_handler(handler: &str) -> Env {
+        if handler.is_empty() {
+            return Env::new("").await;
+        }
+        assert_eq!(handler, "runc");
+        assert!(
+            Path::new(RUNC).exists(),
+            "{RUNC} missing: install Debian's runc package (hack/install-deps.sh)"
+        );
+        Env::new(&format!(
+            "[runtime.handlers.runc]\nruntime_path = {RUNC:?}\n"
+        ))
+        .await
+    }
+
+    /// A pod named `name` on runtime `handler`.
+    pub async fn pod_on(&mut self, name: &str, handler: &str) -> (String, PodSandboxConfig) {
+        let cfg = self.pod_config(name);
+        let id = self
+            .rt
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(cfg.clone()),
+                runtime_handler: handler.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RunPodSandbox ({handler:?}): {e:?}"))
+            .into_inner()
+            .pod_sandbox_id;
+        (id, cfg)
+    }
+}

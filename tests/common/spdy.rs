@@ -113,30 +113,10 @@ pub async fn connect(url: &str, protocols: &[&str]) -> Result<Session, Refused> 
 impl Session {
     /// Opens a stream of `kind` and waits for the server's reply.
     pub async fn open(&mut self, kind: &'static str) {
-        let id = self.next_id;
-        self.next_id += 2;
-        self.framed
-            .send(Frame::SynStream(SynStream {
-                stream_id: id,
-                associated_stream_id: 0,
-                priority: 0,
-                slot: 0,
-                fin: false,
-                unidirectional: false,
-                headers: HeaderBlock::new().with("streamtype", kind),
-            }))
-            .await
-            .expect("send SYN_STREAM");
+        let id = self
+            .open_with(HeaderBlock::new().with("streamtype", kind))
+            .await;
         self.ids.insert(kind, id);
-        let f = tokio::time::timeout(Duration::from_secs(10), self.framed.next())
-            .await
-            .expect("SYN_REPLY in time")
-            .expect("connection open")
-            .expect("valid frame");
-        match f {
-            Frame::SynReply(r) if r.stream_id == id => {}
-            other => panic!("expected SYN_REPLY for {id}, got {other:?}"),
-        }
     }
 
     pub async fn send(&mut self, kind: &str, data: &[u8], fin: bool) {

@@ -179,24 +179,12 @@ impl ContainerManager {
         io: ExecIo,
         timeout: Option<Duration>,
     ) -> Result<(ExecStreams, ExecWaiter), ContainerError> {
-        let id = self
-            .resolve(id)?
-            .ok_or_else(|| ContainerError::NotFound(id.to_owned()))?;
         if cmd.is_empty() || cmd[0].is_empty() {
             return Err(ContainerError::Invalid(format!(
                 "exec in container {id}: cmd must name a program"
             )));
         }
-        self.refresh(&id).await?;
-        let rec = self
-            .record(&id)
-            .ok_or_else(|| ContainerError::NotFound(id.to_string()))?;
-        if rec.state != ContainerState::Running {
-            return Err(ContainerError::State {
-                id,
-                what: "container is not running; cannot exec in it".into(),
-            });
-        }
+        let (id, rec) = self.running_record(id, "exec in it").await?;
         let (state_root, runtime) = self.state_root(&rec.handler)?;
         let bundle = self.bundle(&id);
         let failed = |context: &str, message: String| ContainerError::Failed {
@@ -366,19 +354,7 @@ impl ContainerManager {
         stdout: bool,
         stderr: bool,
     ) -> Result<(ContainerId, tokio::net::UnixStream), ContainerError> {
-        let id = self
-            .resolve(id)?
-            .ok_or_else(|| ContainerError::NotFound(id.to_owned()))?;
-        self.refresh(&id).await?;
-        let rec = self
-            .record(&id)
-            .ok_or_else(|| ContainerError::NotFound(id.to_string()))?;
-        if rec.state != ContainerState::Running {
-            return Err(ContainerError::State {
-                id,
-                what: "container is not running; cannot attach to it".into(),
-            });
-        }
+        let (id, rec) = self.running_record(id, "attach to it").await?;
         if stdin && !rec.spec.stdin {
             return Err(ContainerError::Invalid(format!(
                 "container {id} was not created with stdin; cannot attach stdin"
@@ -399,6 +375,28 @@ impl ContainerManager {
             message: e.to_string(),
         })?;
         Ok((id, stream))
+    }
+
+    /// The up-to-date record of `id`, which must be running for `what`.
+    async fn running_record(
+        &self,
+        id: &str,
+        what: &str,
+    ) -> Result<(ContainerId, crate::runtime::container::ContainerRecord), ContainerError> {
+        let id = self
+            .resolve(id)?
+            .ok_or_else(|| ContainerError::NotFound(id.to_owned()))?;
+        self.refresh(&id).await?;
+        let rec = self
+            .record(&id)
+            .ok_or_else(|| ContainerError::NotFound(id.to_string()))?;
+        if rec.state != ContainerState::Running {
+            return Err(ContainerError::State {
+                id,
+                what: format!("container is not running; cannot {what}"),
+            });
+        }
+        Ok((id, rec))
     }
 
     /// Resizes the running container's terminal.
