@@ -341,6 +341,7 @@ pub fn kill_containers(run_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(run_dir.join("containers")) else {
         return;
     };
+    let mut cgroups = Vec::new();
     for e in entries.flatten() {
         let Ok(text) = std::fs::read_to_string(e.path().join("launch.json")) else {
             continue;
@@ -351,6 +352,7 @@ pub fn kill_containers(run_dir: &Path) {
         let Some(cg) = launch["cgroup_path"].as_str() else {
             continue;
         };
+        cgroups.push(cg.to_owned());
         for base in [
             "/sys/fs/cgroup/memory",
             "/sys/fs/cgroup/pids",
@@ -365,6 +367,31 @@ pub fn kill_containers(run_dir: &Path) {
                     );
                 }
             }
+        }
+    }
+    // Monitors (forked by the zygote) see their container die, record the
+    // exit, delete its cgroup and remove their socket: wait for that, then
+    // remove whatever cgroup directory is still there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let sockets = || {
+        std::fs::read_dir(run_dir.join("s"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "sock"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    while sockets() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for cg in &cgroups {
+        let mut bases = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+        if let Ok(d) = std::fs::read_dir("/sys/fs/cgroup") {
+            bases.extend(d.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        for base in bases {
+            let _ = std::fs::remove_dir(format!("{}{cg}", base.display()));
         }
     }
     let needle = run_dir.join("containers").display().to_string();
