@@ -278,7 +278,8 @@ impl ContainerManager {
             rec.state = ContainerState::Exited;
             rec.exit_code = 128;
             rec.reason = "StartError".into();
-            rec.message = "crius restarted during StartContainer and the container did not start".into();
+            rec.message =
+                "crius restarted during StartContainer and the container did not start".into();
             rec.finished_ns = now_ns();
         }
         tracing::info!(container = %id, state = ?rec.state, "interrupted start recovered");
