@@ -423,3 +423,128 @@ async fn attach_to_a_terminal_with_resize() {
     assert!(text.contains("22 77"), "{text:?}");
     assert_eq!(env.wait_exited(&id, 10).await.exit_code, 3);
 }
+
+/// A WebSocket client session: the server's messages by channel until it
+/// closes.
+async fn ws_session(
+    url: &str,
+    protocol: &str,
+    send: Vec<tokio_tungstenite::tungstenite::Message>,
+) -> (String, std::collections::HashMap<u8, Vec<u8>>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let addr = url
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .expect("http URL");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = url
+        .replacen("http://", "ws://", 1)
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        protocol.parse().expect("header value"),
+    );
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tcp)
+        .await
+        .expect("WebSocket handshake");
+    let chosen = resp
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    for m in send {
+        ws.send(m).await.expect("send");
+    }
+    let base64 = chosen == "base64.channel.k8s.io";
+    let mut got: std::collections::HashMap<u8, Vec<u8>> = Default::default();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let m = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("session ends in time");
+        match m {
+            Some(Ok(Message::Binary(b))) if !b.is_empty() => {
+                got.entry(b[0]).or_default().extend_from_slice(&b[1..]);
+            }
+            Some(Ok(Message::Text(t))) if base64 => {
+                use base64::Engine;
+                let (ch, data) = t.as_str().split_at(1);
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .expect("base64 data");
+                got.entry(ch.parse().expect("channel digit"))
+                    .or_default()
+                    .extend_from_slice(&bytes);
+            }
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("websocket: {e}"),
+        }
+    }
+    (chosen, got)
+}
+
+#[tokio::test]
+async fn exec_and_attach_over_websocket() {
+    use tokio_tungstenite::tungstenite::Message;
+    let mut env = Env::new("").await;
+    let id = running(&mut env, "ws").await;
+
+    // v5: stdin, then the close signal ends it; stdout, stderr and the
+    // status arrive on their channels.
+    let req = exec_req(&id, &["sh", "-c", "cat; echo err >&2; exit 2"], true, false);
+    let u = url(&mut env, req).await;
+    let (chosen, got) = ws_session(
+        &u,
+        "v5.channel.k8s.io, v4.channel.k8s.io",
+        vec![
+            Message::Binary(b"\x00hello ws\n".to_vec().into()),
+            Message::Binary(vec![255, 0].into()),
+        ],
+    )
+    .await;
+    assert_eq!(chosen, "v5.channel.k8s.io");
+    assert_eq!(String::from_utf8_lossy(&got[&1]), "hello ws\n");
+    assert_eq!(String::from_utf8_lossy(&got[&2]), "err\n");
+    let status: serde_json::Value = serde_json::from_slice(&got[&3]).expect("status JSON");
+    assert_eq!(status["details"]["causes"][0]["message"], "2", "{status}");
+
+    // base64.channel.k8s.io: text messages, base64 data.
+    let req = exec_req(&id, &["echo", "in base64"], false, false);
+    let u = url(&mut env, req).await;
+    let (chosen, got) = ws_session(&u, "base64.channel.k8s.io", Vec::new()).await;
+    assert_eq!(chosen, "base64.channel.k8s.io");
+    assert_eq!(String::from_utf8_lossy(&got[&1]), "in base64\n");
+
+    // Attach over WebSocket sees the container's output.
+    let bb = env.busybox.clone();
+    let (pod, pcfg) = env.pod("wsatt").await;
+    let mut c = sh("echoer", &bb, "read line; echo attached:$line");
+    c.stdin = true;
+    c.stdin_once = true;
+    let echoer = env.run(&pod, &pcfg, c).await;
+    let u = env
+        .rt
+        .attach(AttachRequest {
+            container_id: echoer.clone(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url;
+    let (_, got) = ws_session(
+        &u,
+        "v4.channel.k8s.io",
+        vec![Message::Binary(b"\x00x\n".to_vec().into())],
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&got[&1]), "attached:x\n");
+}

@@ -146,20 +146,19 @@ impl ExitRecord {
     }
 }
 
-/// Write to a temp file, fsync, rename over `path`, fsync the directory: a
-/// crash leaves either the old file or the new one, never half of it.
+/// Writes a temp file and renames it over `path`: a process killed at any
+/// point (daemon or monitor) leaves either the old file or the new one,
+/// never half of it. No fsync: every file written this way lives in the
+/// volatile run dir, which a reboot clears (tmpfs on real nodes), so only
+/// process crashes matter, and the page cache outlives those. Durable state
+/// is the store's.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other(format!("{} has no parent dir", path.display())))?;
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
     }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::rename(&tmp, path)
 }
 
 /// Writes one length-prefixed message.

@@ -9,12 +9,15 @@
 //!   stderr, terminal and resize, the exit status on the error stream).
 //! * [`portforward`]: port-forward sessions (connections into the pod's
 //!   network namespace).
+//! * [`websocket`]: exec and attach over WebSocket, adapted to the same
+//!   sessions.
 
 pub mod portforward;
 pub mod remotecommand;
 pub mod server;
 pub mod spdy;
 mod tokens;
+pub mod websocket;
 
 pub use portforward::PortForwardSpec;
 pub use remotecommand::{AttachSpec, ExecSpec};

@@ -27,7 +27,8 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::spdy::{
-    DataFrame, Frame, GoAway, GoAwayStatus, HeaderBlock, SpdyCodec, SynReply, WindowUpdate,
+    DataFrame, Frame, GoAway, GoAwayStatus, HeaderBlock, SpdyCodec, SpdyError, SynReply,
+    WindowUpdate,
 };
 use crate::runtime::container::{ContainerError, ContainerManager, ExecIo};
 
@@ -231,15 +232,15 @@ type Streams = (HashMap<Channel, u32>, HashMap<u32, Channel>);
 
 /// Answers the client's SYN_STREAMs until every channel in `want` is open
 /// (`None`: the client gave up, erred or took longer than `timeout`).
-async fn open_streams<R>(
-    frames: &mut FramedRead<R, SpdyCodec>,
+async fn open_streams<F>(
+    frames: &mut F,
     tx: &mpsc::Sender<Frame>,
     want: &[Channel],
     timeout: Duration,
     container: &str,
 ) -> Option<Streams>
 where
-    R: AsyncRead + Unpin,
+    F: FrameSource,
 {
     let mut streams: HashMap<Channel, u32> = HashMap::new();
     let mut by_id: HashMap<u32, Channel> = HashMap::new();
@@ -279,7 +280,18 @@ where
     Some((streams, by_id))
 }
 
-/// Runs one exec session on an upgraded connection.
+/// Where a session's client frames come from: a SPDY connection, or a
+/// WebSocket adapted to SPDY frames (see [`super::websocket`]).
+pub trait FrameSource:
+    futures_util::Stream<Item = Result<Frame, SpdyError>> + Unpin + Send
+{
+}
+impl<T> FrameSource for T where
+    T: futures_util::Stream<Item = Result<Frame, SpdyError>> + Unpin + Send
+{
+}
+
+/// Runs one exec session on an upgraded SPDY connection.
 pub async fn serve_exec<IO>(
     io: IO,
     spec: ExecSpec,
@@ -289,8 +301,20 @@ pub async fn serve_exec<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut frames, tx, writer) = split_session(io);
+    let (frames, tx, writer) = split_session(io);
+    exec_session(frames, tx, writer, spec, protocol, containers, timeouts).await
+}
 
+/// The exec session on any frame source; `tx` feeds the writer task.
+pub(super) async fn exec_session<F: FrameSource>(
+    mut frames: F,
+    tx: mpsc::Sender<Frame>,
+    writer: tokio::task::JoinHandle<()>,
+    spec: ExecSpec,
+    protocol: Option<&'static str>,
+    containers: ContainerManager,
+    timeouts: Timeouts,
+) {
     // 1. The client's streams.
     let want = expected(&spec, protocol);
     let Some((streams, by_id)) = open_streams(
@@ -531,7 +555,20 @@ pub async fn serve_attach<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut frames, tx, writer) = split_session(io);
+    let (frames, tx, writer) = split_session(io);
+    attach_session(frames, tx, writer, spec, protocol, containers, timeouts).await
+}
+
+/// The attach session on any frame source; `tx` feeds the writer task.
+pub(super) async fn attach_session<F: FrameSource>(
+    mut frames: F,
+    tx: mpsc::Sender<Frame>,
+    writer: tokio::task::JoinHandle<()>,
+    spec: AttachSpec,
+    protocol: Option<&'static str>,
+    containers: ContainerManager,
+    timeouts: Timeouts,
+) {
     let as_exec = ExecSpec {
         container_id: spec.container_id.clone(),
         cmd: Vec::new(),
@@ -724,9 +761,9 @@ async fn close_streams(tx: &mpsc::Sender<Frame>, streams: &HashMap<Channel, u32>
 }
 
 /// Waits (bounded) for the client to hang up, answering pings.
-async fn linger<R>(frames: &mut FramedRead<R, SpdyCodec>, tx: &mpsc::Sender<Frame>)
+async fn linger<F>(frames: &mut F, tx: &mpsc::Sender<Frame>)
 where
-    R: AsyncRead + Unpin,
+    F: FrameSource,
 {
     let end = tokio::time::Instant::now() + LINGER;
     while let Ok(Some(Ok(f))) = tokio::time::timeout_at(end, frames.next()).await {

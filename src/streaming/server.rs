@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use super::portforward::{self, PortForwardSpec};
 use super::remotecommand::{self, AttachSpec, ExecSpec, Timeouts};
 use super::tokens::Tokens;
+use super::websocket;
 use crate::config::StreamingConfig;
 use crate::runtime::container::ContainerManager;
 
@@ -183,18 +184,19 @@ fn handle(inner: Arc<Inner>, mut req: Request<Incoming>) -> Response<Full<Bytes>
         | ("portforward", Some(p @ Pending::PortForward(_))) => p,
         _ => return plain(StatusCode::NOT_FOUND, "unknown or expired streaming token"),
     };
-    let wants_spdy = req
-        .headers()
-        .get(UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|p| p.trim().eq_ignore_ascii_case("SPDY/3.1"))
-        });
-    if !wants_spdy {
+    let upgrade_to = |want: &str| {
+        req.headers()
+            .get(UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(want)))
+    };
+    if upgrade_to("websocket") && !matches!(pending, Pending::PortForward(_)) {
+        return websocket(inner, req, pending);
+    }
+    if !upgrade_to("SPDY/3.1") {
         return plain(
             StatusCode::BAD_REQUEST,
-            "this endpoint needs an upgrade to SPDY/3.1",
+            "this endpoint needs an upgrade to SPDY/3.1 (or, for exec and attach, WebSocket)",
         );
     }
     let ours: &[&'static str] = match pending {
@@ -233,6 +235,92 @@ fn handle(inner: Arc<Inner>, mut req: Request<Incoming>) -> Response<Full<Bytes>
     if let Some(p) = protocol {
         h.insert(PROTOCOL_HEADER, HeaderValue::from_static(p));
     }
+    r
+}
+
+/// Exec and attach over WebSocket: the subprotocol is negotiated from
+/// `Sec-WebSocket-Protocol` (none offered: `channel.k8s.io`).
+fn websocket(
+    inner: Arc<Inner>,
+    mut req: Request<Incoming>,
+    pending: Pending,
+) -> Response<Full<Bytes>> {
+    let Some(key) = req
+        .headers()
+        .get("sec-websocket-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return plain(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
+    };
+    let offered: Vec<String> = req
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let protocol = match negotiate(&offered, &websocket::PROTOCOLS) {
+        Ok(Some(p)) => p,
+        Ok(None) => "channel.k8s.io",
+        Err(e) => return plain(StatusCode::FORBIDDEN, &e),
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    let (containers, timeouts) = (inner.containers.clone(), inner.timeouts);
+    tokio::spawn(async move {
+        let io = match upgrade.await {
+            Ok(io) => TokioIo::new(io),
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        let (frames, tx, writer) = websocket::adapt(io, protocol).await;
+        // v5 only adds the close signal, which the adapter handles: the
+        // session itself speaks v4.
+        let session_protocol = match protocol {
+            "v5.channel.k8s.io" | "v4.channel.k8s.io" => Some("v4.channel.k8s.io"),
+            _ => Some("channel.k8s.io"),
+        };
+        match pending {
+            Pending::Exec(spec) => {
+                remotecommand::exec_session(
+                    frames,
+                    tx,
+                    writer,
+                    spec,
+                    session_protocol,
+                    containers,
+                    timeouts,
+                )
+                .await
+            }
+            Pending::Attach(spec) => {
+                remotecommand::attach_session(
+                    frames,
+                    tx,
+                    writer,
+                    spec,
+                    session_protocol,
+                    containers,
+                    timeouts,
+                )
+                .await
+            }
+            Pending::PortForward(_) => {}
+        }
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&websocket::accept_key(&key)) {
+        h.insert("sec-websocket-accept", v);
+    }
+    h.insert("sec-websocket-protocol", HeaderValue::from_static(protocol));
     r
 }
 
