@@ -127,3 +127,100 @@ async fn port_forward_reaches_the_pod_and_reports_refusals() {
         .expect("refused");
     assert_eq!(r.status, 403);
 }
+
+#[tokio::test]
+async fn port_forward_over_websocket() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut env = Env::new("").await;
+    let bb = env.busybox.clone();
+    let (pod, pcfg) = env.pod("pfws").await;
+    let web = sh(
+        "web",
+        &bb,
+        "mkdir -p /www && echo hello-over-ws > /www/index.html && exec httpd -f -p 8080 -h /www",
+    );
+    let _web = env.run(&pod, &pcfg, web).await;
+    let mut got: std::collections::HashMap<u8, Vec<u8>> = Default::default();
+    // httpd may still be starting: a fresh URL per attempt.
+    for _attempt in 0..20 {
+        got.clear();
+        let url = env
+            .rt
+            .port_forward(PortForwardRequest {
+                pod_sandbox_id: pod.clone(),
+                port: vec![8080, 8081],
+            })
+            .await
+            .expect("PortForward")
+            .into_inner()
+            .url;
+        let addr = url
+            .strip_prefix("http://")
+            .and_then(|r| r.split('/').next())
+            .expect("http URL")
+            .to_owned();
+        let tcp = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let mut req = format!(
+            "{}?port=8080&port=8081",
+            url.replacen("http://", "ws://", 1)
+        )
+        .into_client_request()
+        .expect("request");
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            "v4.channel.k8s.io".parse().expect("header"),
+        );
+        let (mut ws, _) = tokio_tungstenite::client_async(req, tcp)
+            .await
+            .expect("WebSocket handshake");
+        ws.send(Message::Binary(
+            b"\x00GET /index.html HTTP/1.0\r\n\r\n".to_vec().into(),
+        ))
+        .await
+        .expect("send");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let done = got
+                .get(&0)
+                .is_some_and(|d| String::from_utf8_lossy(d).contains("hello-over-ws"))
+                && got.get(&3).is_some_and(|d| {
+                    String::from_utf8_lossy(d)
+                        .to_lowercase()
+                        .contains("refused")
+                });
+            if done {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, ws.next()).await {
+                Ok(Some(Ok(Message::Binary(b)))) if !b.is_empty() => {
+                    got.entry(b[0]).or_default().extend_from_slice(&b[1..]);
+                }
+                Ok(Some(Ok(_))) => {}
+                _ => break,
+            }
+        }
+        let _ = ws.close(None).await;
+        if got
+            .get(&0)
+            .is_some_and(|d| String::from_utf8_lossy(d).contains("hello-over-ws"))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Every channel starts with its port, little-endian.
+    assert_eq!(got[&0][..2], 8080u16.to_le_bytes(), "{got:?}");
+    assert_eq!(got[&1][..2], 8080u16.to_le_bytes());
+    assert_eq!(got[&2][..2], 8081u16.to_le_bytes());
+    let page = String::from_utf8_lossy(&got[&0][2..]).into_owned();
+    assert!(
+        page.contains("200 OK") && page.contains("hello-over-ws"),
+        "{page}"
+    );
+    let refused = String::from_utf8_lossy(&got[&3][2..]).into_owned();
+    assert!(refused.contains("8081"), "{refused}");
+}

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
+
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
@@ -198,4 +199,137 @@ where
         t.abort();
     }
     finish(tx, writer).await;
+}
+
+/// Port-forward over WebSocket (`v4.channel.k8s.io`, or its base64 text
+/// form): the ports come from the URL's `port` query parameters; port `i`
+/// has data channel `2i` and error channel `2i+1`; the server first sends
+/// the port number (u16, little-endian) on both, then copies bytes on the
+/// data channel; a failed connect is written on the error channel.
+pub async fn serve_portforward_ws<IO>(
+    io: IO,
+    spec: PortForwardSpec,
+    ports: Vec<u16>,
+    base64: bool,
+    timeouts: Timeouts,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use base64::Engine as _;
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        io,
+        tokio_tungstenite::tungstenite::protocol::Role::Server,
+        None,
+    )
+    .await;
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<(u8, Bytes)>(64);
+    let writer = tokio::spawn(async move {
+        while let Some((channel, data)) = rx.recv().await {
+            let msg = if base64 {
+                let mut t = char::from(b'0' + channel % 10).to_string();
+                t.push_str(&base64::engine::general_purpose::STANDARD.encode(&data));
+                Message::Text(t.into())
+            } else {
+                let mut b = Vec::with_capacity(1 + data.len());
+                b.push(channel);
+                b.extend_from_slice(&data);
+                Message::Binary(b.into())
+            };
+            if sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+    });
+    let mut targets: Vec<Option<mpsc::Sender<Bytes>>> = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, port) in ports.iter().copied().enumerate() {
+        let (Ok(data_ch), Ok(err_ch)) = (u8::try_from(2 * i), u8::try_from(2 * i + 1)) else {
+            break;
+        };
+        let prefix = Bytes::copy_from_slice(&port.to_le_bytes());
+        let _ = tx.send((data_ch, prefix.clone())).await;
+        let _ = tx.send((err_ch, prefix)).await;
+        let (to_target, mut from_client) = mpsc::channel::<Bytes>(16);
+        targets.push(Some(to_target));
+        let (tx, netns, pod) = (tx.clone(), spec.netns.clone(), spec.pod_id.clone());
+        tasks.push(tokio::spawn(async move {
+            let conn = connect_in(netns, port).await.and_then(|c| {
+                c.set_nonblocking(true)?;
+                tokio::net::TcpStream::from_std(c)
+            });
+            let conn = match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    let msg = format!("error forwarding port {port} to pod {pod}: {e}");
+                    let _ = tx.send((err_ch, Bytes::from(msg))).await;
+                    return;
+                }
+            };
+            let (mut rd, mut wr) = conn.into_split();
+            let inbound = async move {
+                while let Some(bytes) = from_client.recv().await {
+                    if wr.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = wr.shutdown().await;
+            };
+            let outbound = async move {
+                let mut buf = vec![0u8; CHUNK];
+                loop {
+                    match rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let chunk = Bytes::copy_from_slice(&buf[..n]);
+                            if tx.send((data_ch, chunk)).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            };
+            tokio::join!(inbound, outbound);
+        }));
+    }
+    loop {
+        let msg = match tokio::time::timeout(timeouts.idle, stream.next()).await {
+            Ok(Some(Ok(m))) => m,
+            _ => break,
+        };
+        let (channel, data) = match msg {
+            Message::Binary(b) if !base64 => match b.split_first() {
+                Some((c, rest)) => (*c, Bytes::copy_from_slice(rest)),
+                None => continue,
+            },
+            Message::Text(t) if base64 => {
+                let mut chars = t.as_str().chars();
+                let Some(c) = chars.next().and_then(|c| c.to_digit(10)) else {
+                    continue;
+                };
+                match base64::engine::general_purpose::STANDARD.decode(chars.as_str()) {
+                    Ok(d) => (c as u8, Bytes::from(d)),
+                    Err(_) => continue,
+                }
+            }
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        // Only data channels carry client bytes.
+        if channel % 2 == 0
+            && let Some(Some(t)) = targets.get(usize::from(channel / 2))
+            && !data.is_empty()
+        {
+            let _ = t.send(data).await;
+        }
+    }
+    targets.clear();
+    for t in &tasks {
+        t.abort();
+    }
+    drop(tx);
+    let _ = writer.await;
 }

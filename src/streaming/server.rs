@@ -36,6 +36,8 @@ const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
 
 /// The port-forward protocol.
 pub const PORTFORWARD_PROTOCOLS: [&str; 1] = ["portforward.k8s.io"];
+/// Port-forward's WebSocket subprotocols.
+pub const WS_PORTFORWARD_PROTOCOLS: [&str; 2] = ["v4.channel.k8s.io", "v4.base64.channel.k8s.io"];
 
 /// What a token stands for.
 #[derive(Debug)]
@@ -190,7 +192,7 @@ fn handle(inner: Arc<Inner>, mut req: Request<Incoming>) -> Response<Full<Bytes>
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(want)))
     };
-    if upgrade_to("websocket") && !matches!(pending, Pending::PortForward(_)) {
+    if upgrade_to("websocket") {
         return websocket(inner, req, pending);
     }
     if !upgrade_to("SPDY/3.1") {
@@ -262,11 +264,40 @@ fn websocket(
         .map(|p| p.trim().to_owned())
         .filter(|p| !p.is_empty())
         .collect();
-    let protocol = match negotiate(&offered, &websocket::PROTOCOLS) {
+    let ours: &[&'static str] = match pending {
+        Pending::PortForward(_) => &WS_PORTFORWARD_PROTOCOLS,
+        _ => &websocket::PROTOCOLS,
+    };
+    let protocol = match negotiate(&offered, ours) {
         Ok(Some(p)) => p,
-        Ok(None) => "channel.k8s.io",
+        Ok(None) => ours[0],
         Err(e) => return plain(StatusCode::FORBIDDEN, &e),
     };
+    // Port-forward over WebSocket names its ports in the query.
+    let mut ports = Vec::new();
+    if let Pending::PortForward(_) = pending {
+        for (k, v) in req
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+        {
+            if k != "port" {
+                continue;
+            }
+            match v.parse::<u16>() {
+                Ok(p) if p > 0 => ports.push(p),
+                _ => return plain(StatusCode::BAD_REQUEST, &format!("invalid port {v:?}")),
+            }
+        }
+        if ports.is_empty() || ports.len() > 64 {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "port-forward over WebSocket needs 1 to 64 port query parameters",
+            );
+        }
+    }
     let upgrade = hyper::upgrade::on(&mut req);
     let (containers, timeouts) = (inner.containers.clone(), inner.timeouts);
     tokio::spawn(async move {
@@ -277,7 +308,6 @@ fn websocket(
                 return;
             }
         };
-        let (frames, tx, writer) = websocket::adapt(io, protocol).await;
         // v5 only adds the close signal, which the adapter handles: the
         // session itself speaks v4.
         let session_protocol = match protocol {
@@ -286,6 +316,7 @@ fn websocket(
         };
         match pending {
             Pending::Exec(spec) => {
+                let (frames, tx, writer) = websocket::adapt(io, protocol).await;
                 remotecommand::exec_session(
                     frames,
                     tx,
@@ -298,6 +329,7 @@ fn websocket(
                 .await
             }
             Pending::Attach(spec) => {
+                let (frames, tx, writer) = websocket::adapt(io, protocol).await;
                 remotecommand::attach_session(
                     frames,
                     tx,
@@ -309,7 +341,10 @@ fn websocket(
                 )
                 .await
             }
-            Pending::PortForward(_) => {}
+            Pending::PortForward(spec) => {
+                let base64 = protocol == "v4.base64.channel.k8s.io";
+                portforward::serve_portforward_ws(io, spec, ports, base64, timeouts).await
+            }
         }
     });
     let mut r = Response::new(Full::new(Bytes::new()));
