@@ -15,6 +15,7 @@ PACKAGES=(
     containernetworking-plugins # CNI plugins for pod networking tests
     runc                        # OCI runtime for container tests
     jq
+    openssl                     # tests make a self-signed certificate for the streaming server
     iproute2                    # ip: test network namespaces, links and routes
     iptables                    # the portmap CNI plugin's DNAT rules
     util-linux                  # nsenter: tests look inside pod namespaces

@@ -179,6 +179,10 @@ pub struct StreamingConfig {
     pub stream_creation_timeout_secs: u64,
     /// A session with no traffic either way for this long is closed.
     pub idle_timeout_secs: u64,
+    /// PEM certificate chain and key: with both set the server speaks
+    /// HTTPS and returns https:// URLs; empty: plain HTTP.
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
 }
 
 impl Default for StreamingConfig {
@@ -189,6 +193,8 @@ impl Default for StreamingConfig {
             token_ttl_secs: 60,
             stream_creation_timeout_secs: 30,
             idle_timeout_secs: 4 * 3600,
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
         }
     }
 }
@@ -198,6 +204,9 @@ impl Default for StreamingConfig {
 pub struct RuntimeConfig {
     /// Longest CRI log record; longer lines are split into partial records.
     pub max_log_line_bytes: usize,
+    /// GetContainerEvents: events a subscriber may fall behind by before
+    /// its stream is ended with RESOURCE_EXHAUSTED.
+    pub event_buffer: usize,
     /// Runtime handlers by name (the pod's `runtime_handler`). "" and
     /// "crius" always mean the built-in executor.
     pub handlers: BTreeMap<String, HandlerConfig>,
@@ -207,6 +216,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             max_log_line_bytes: 16 * 1024,
+            event_buffer: 1024,
             handlers: BTreeMap::new(),
         }
     }
@@ -317,6 +327,21 @@ impl Config {
         if self.pod.shm_size_bytes < 4096 {
             return invalid("pod.shm_size_bytes", "must be at least 4096");
         }
+        let (cert, key) = (&self.streaming.tls_cert_file, &self.streaming.tls_key_file);
+        if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+            return invalid(
+                "streaming.tls_cert_file",
+                "tls_cert_file and tls_key_file must be set together",
+            );
+        }
+        for (k, p) in [
+            ("streaming.tls_cert_file", cert),
+            ("streaming.tls_key_file", key),
+        ] {
+            if !p.as_os_str().is_empty() && !p.is_absolute() {
+                return invalid(k, "must be an absolute path");
+            }
+        }
         if self.streaming.address.parse::<std::net::IpAddr>().is_err() {
             return invalid("streaming.address", "must be an IP address");
         }
@@ -337,6 +362,9 @@ impl Config {
         }
         if self.runtime.max_log_line_bytes < 256 {
             return invalid("runtime.max_log_line_bytes", "must be at least 256");
+        }
+        if !(1..=1 << 20).contains(&self.runtime.event_buffer) {
+            return invalid("runtime.event_buffer", "must be between 1 and 1048576");
         }
         for (name, h) in &self.runtime.handlers {
             if !h.runtime_path.as_os_str().is_empty() && !h.runtime_path.is_absolute() {
@@ -421,6 +449,9 @@ shm_size_bytes = {shm}
 [runtime]
 # Longest container log record; longer lines become partial (P) records.
 max_log_line_bytes = {maxline}
+# GetContainerEvents: how many events a subscriber may fall behind by before
+# its stream ends with RESOURCE_EXHAUSTED (it then relists).
+event_buffer = {evbuf}
 
 # Runtime handlers (a pod's runtime_handler). "" and "crius" are the
 # built-in executor; others may name an OCI runtime binary:
@@ -438,6 +469,9 @@ token_ttl_secs = {sttl}
 stream_creation_timeout_secs = {screate}
 # Seconds without traffic after which a session is closed.
 idle_timeout_secs = {sidle}
+# PEM certificate chain and private key: both set = HTTPS (https:// URLs).
+tls_cert_file = ""
+tls_key_file = ""
 "#,
         socket = q(&d.socket),
         state = q(&d.state_dir),
@@ -459,6 +493,7 @@ idle_timeout_secs = {sidle}
             .join(", "),
         shm = d.pod.shm_size_bytes,
         maxline = d.runtime.max_log_line_bytes,
+        evbuf = d.runtime.event_buffer,
         saddr = toml_str(&d.streaming.address),
         sport = d.streaming.port,
         sttl = d.streaming.token_ttl_secs,
@@ -495,6 +530,8 @@ mod tests {
         assert!(err.to_string().contains("`state_dir`"), "{err}");
         let err = Config::parse("[log]\nformat = \"xml\"", Path::new("c")).unwrap_err();
         assert!(err.to_string().contains("log.format"), "{err}");
+        let err = Config::parse("[runtime]\nevent_buffer = 0", Path::new("c")).unwrap_err();
+        assert!(err.to_string().contains("runtime.event_buffer"), "{err}");
         let err = Config::parse(
             "[image.mirrors]\n\"docker.io\" = [\"ftp://x\"]",
             Path::new("c"),

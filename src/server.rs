@@ -194,8 +194,11 @@ impl Daemon {
         let socket = self.cri.config.socket.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
+        let cri = self.cri.clone();
         tokio::spawn(async move {
             shutdown.await;
+            // Event streams never end by themselves.
+            cri.close_events();
             let _ = fired_tx.send(());
             let _ = tx.send(());
         });

@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 use common::*;
 use k8s_cri::v1::{
-    CgroupDriver, ContainerStatsRequest, RuntimeConfigRequest, StatusRequest, VersionRequest,
+    CgroupDriver, ListMetricDescriptorsRequest, RuntimeConfigRequest, StatusRequest, VersionRequest,
 };
 use tonic::Code;
 
@@ -96,14 +96,12 @@ async fn rpcs_not_built_yet_answer_unimplemented() {
     let daemon = Daemon::start("");
     let mut rt = daemon.runtime_client().await;
     let err = rt
-        .container_stats(ContainerStatsRequest {
-            container_id: "f".repeat(64),
-        })
+        .list_metric_descriptors(ListMetricDescriptorsRequest {})
         .await
-        .expect_err("ContainerStats is not built yet");
+        .expect_err("ListMetricDescriptors is not built yet");
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
     assert!(
-        err.message().contains("ContainerStats"),
+        err.message().contains("ListMetricDescriptors"),
         "message names the RPC: {err:?}"
     );
     // Still serving.

@@ -548,3 +548,115 @@ async fn exec_and_attach_over_websocket() {
     .await;
     assert_eq!(String::from_utf8_lossy(&got[&1]), "attached:x\n");
 }
+
+#[tokio::test]
+async fn exec_over_tls() {
+    use std::sync::Arc;
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=crius-test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl missing: apt-get install openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut env = Env::new(&format!(
+        "[streaming]\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    ))
+    .await;
+    let id = running(&mut env, "tls").await;
+    let req = exec_req(&id, &["echo", "over tls"], false, false);
+    let u = url(&mut env, req.clone()).await;
+    assert!(u.starts_with("https://127.0.0.1:"), "{u}");
+
+    // A client trusting only that certificate.
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&cert).expect("cert") {
+        roots.add(c.expect("cert")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let addr = u
+        .strip_prefix("https://")
+        .and_then(|r| r.split('/').next())
+        .expect("https URL");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let mut s = spdy::connect_over(Box::new(tls), &u, &[V4])
+        .await
+        .unwrap_or_else(|r| panic!("upgrade refused: {} {}", r.status, r.body));
+    s.open("error").await;
+    s.open("stdout").await;
+    s.open("stderr").await;
+    let out = s.run(20).await;
+    s.close().await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over tls\n");
+    assert_eq!(out.status()["status"], "Success");
+}
+
+#[tokio::test]
+async fn idle_sessions_close_but_busy_ones_do_not() {
+    let mut env = Env::new("[streaming]\nidle_timeout_secs = 2\n").await;
+    let id = running(&mut env, "idle").await;
+    // Output keeps flowing for 4 s while the client says nothing: the
+    // session lives to the end.
+    let req = exec_req(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.5; done",
+        ],
+        false,
+        false,
+    );
+    let u = url(&mut env, req.clone()).await;
+    let mut s = session(&u, &req, &[V4]).await;
+    let out = s.run(20).await;
+    s.close().await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1\n2\n3\n4\n5\n6\n7\n8\n"
+    );
+    assert_eq!(out.status()["status"], "Success");
+    // Nothing either way: the server closes the session after the idle
+    // timeout, without an outcome.
+    let req = exec_req(&id, &["sleep", "30"], false, false);
+    let u = url(&mut env, req.clone()).await;
+    let mut s = session(&u, &req, &[V4]).await;
+    let t0 = std::time::Instant::now();
+    let out = s.run(20).await;
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(10),
+        "closed after {:?}",
+        t0.elapsed()
+    );
+    assert!(out.error.is_empty(), "{out:?}");
+}

@@ -516,7 +516,7 @@ pub fn container_filter(f: Option<cri::ContainerFilter>) -> Result<ContainerFilt
     })
 }
 
-fn metadata(rec: &ContainerRecord) -> cri::ContainerMetadata {
+pub(super) fn metadata(rec: &ContainerRecord) -> cri::ContainerMetadata {
     cri::ContainerMetadata {
         name: rec.spec.name.clone(),
         attempt: rec.spec.attempt,
@@ -623,7 +623,7 @@ pub fn cri_status(rec: &ContainerRecord) -> cri::ContainerStatus {
 }
 
 /// The container id of a request: required.
-fn container_id(id: &str, rpc: &str) -> Result<(), Status> {
+pub(super) fn container_id(id: &str, rpc: &str) -> Result<(), Status> {
     tracing::Span::current().record("id", id);
     if id.is_empty() {
         return Err(invalid_in(rpc, "container_id", "is empty"));

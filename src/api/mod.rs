@@ -3,9 +3,11 @@
 
 mod container;
 mod convert;
+mod events;
 mod image;
 mod pod;
 mod runtime;
+mod stats;
 mod status;
 
 use std::sync::Arc;
@@ -30,6 +32,8 @@ pub struct Cri {
     pub(crate) pod_cidr: Arc<std::sync::Mutex<String>>,
     /// The streaming server, once started (by `Server::serve`).
     pub(crate) streaming: Arc<std::sync::OnceLock<crate::streaming::StreamServer>>,
+    /// GetContainerEvents' broadcast, once the first subscriber came.
+    pub(crate) events: Arc<std::sync::OnceLock<events::EventHub>>,
 }
 
 impl Cri {
@@ -46,6 +50,7 @@ impl Cri {
             containers,
             pod_cidr: Arc::default(),
             streaming: Arc::default(),
+            events: Arc::default(),
         }
     }
 

@@ -187,7 +187,7 @@ fn state_out(s: SandboxState) -> i32 {
     }
 }
 
-fn metadata(r: &SandboxRecord) -> cri::PodSandboxMetadata {
+pub(super) fn metadata(r: &SandboxRecord) -> cri::PodSandboxMetadata {
     cri::PodSandboxMetadata {
         name: r.spec.name.clone(),
         uid: r.spec.uid.clone(),

@@ -2,6 +2,7 @@
 
 pub mod bandwidth;
 pub mod container;
+pub mod events;
 pub mod podfiles;
 pub mod process;
 pub mod sandbox;

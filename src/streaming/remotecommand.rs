@@ -184,6 +184,34 @@ impl Pty {
     }
 }
 
+/// When output last went to the client, so that a session is idle only
+/// when nothing moves either way.
+#[derive(Debug, Clone)]
+struct Activity {
+    start: std::time::Instant,
+    last_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            start: std::time::Instant::now(),
+            last_ms: Arc::default(),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since the last output.
+    fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
 /// Where client stdin goes.
 enum Input {
     Pipe(pipe::Sender),
@@ -363,15 +391,17 @@ pub(super) async fn exec_session<F: FrameSource>(
         }
     };
     let mut pumps = Vec::new();
+    let activity = Activity::new();
     let stdout_id = streams.get(&Channel::Stdout).copied();
     if let Some(p) = &pty {
-        let (p, tx) = (p.clone(), tx.clone());
+        let (p, tx, activity) = (p.clone(), tx.clone(), activity.clone());
         pumps.push(tokio::spawn(async move {
             let mut buf = vec![0u8; CHUNK];
             loop {
                 match p.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
+                        activity.touch();
                         if let Some(id) = stdout_id {
                             let _ = tx
                                 .send(data(id, false, Bytes::copy_from_slice(&buf[..n])))
@@ -391,7 +421,7 @@ pub(super) async fn exec_session<F: FrameSource>(
             continue;
         };
         let id = streams.get(&channel).copied();
-        let tx = tx.clone();
+        let (tx, activity) = (tx.clone(), activity.clone());
         pumps.push(tokio::spawn(async move {
             let mut buf = vec![0u8; CHUNK];
             loop {
@@ -400,6 +430,7 @@ pub(super) async fn exec_session<F: FrameSource>(
                     // Not asked for: read and dropped, so the command
                     // never blocks on a full pipe.
                     Ok(n) => {
+                        activity.touch();
                         if let Some(id) = id {
                             let _ = tx
                                 .send(data(id, false, Bytes::copy_from_slice(&buf[..n])))
@@ -431,16 +462,19 @@ pub(super) async fn exec_session<F: FrameSource>(
                         input = None;
                         break (&mut exit).await.map_err(|e| e.to_string());
                     }
-                    // The client went away (or idled out): stdin ends and a
-                    // terminal hangs up (its master closes: SIGHUP), as when
-                    // a terminal disconnects; the command decides the rest.
+                    // Quiet on the client's side, but output still flows.
+                    Err(_) if activity.quiet_for() < timeouts.idle => continue,
+                    // The client went away (or the session idled out): the
+                    // session ends; stdin closes and a terminal hangs up
+                    // (its master closes: SIGHUP), as when a terminal
+                    // disconnects; the command decides the rest.
                     Ok(None) | Err(_) => {
-                        input = None;
+                        drop(input);
                         drop(pty.take());
                         for p in &pumps {
                             p.abort();
                         }
-                        break (&mut exit).await.map_err(|e| e.to_string());
+                        return finish(tx, writer).await;
                     }
                 };
                 match frame {
@@ -615,12 +649,15 @@ pub(super) async fn attach_session<F: FrameSource>(
         streams.get(&Channel::Stderr).copied(),
     );
     let pump_tx = tx.clone();
+    let activity = Activity::new();
+    let pump_activity = activity.clone();
     // Ends when the container has exited (true) or the monitor went away.
     let mut pump = tokio::spawn(async move {
         loop {
             match read_attach_frame(&mut from_monitor).await {
                 Ok(f) if f.close => return true,
                 Ok(f) => {
+                    pump_activity.touch();
                     let target = match f.stream {
                         1 => out_id,
                         2 => err_id,
@@ -641,6 +678,7 @@ pub(super) async fn attach_session<F: FrameSource>(
             f = tokio::time::timeout(timeouts.idle, frames.next()) => {
                 let frame = match f {
                     Ok(Some(Ok(frame))) => frame,
+                    Err(_) if activity.quiet_for() < timeouts.idle => continue,
                     // Detached (or a bad frame, or idle): the container runs on.
                     _ => {
                         pump.abort();

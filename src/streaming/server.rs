@@ -72,10 +72,16 @@ impl StreamServer {
             .address
             .parse()
             .map_err(|e| std::io::Error::other(format!("streaming.address: {e}")))?;
+        let tls = if cfg.tls_cert_file.as_os_str().is_empty() {
+            None
+        } else {
+            Some(tls_acceptor(&cfg.tls_cert_file, &cfg.tls_key_file)?)
+        };
         let listener = TcpListener::bind((ip, cfg.port)).await?;
         let addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let inner = Arc::new(Inner {
-            base_url: format!("http://{addr}"),
+            base_url: format!("{scheme}://{addr}"),
             addr,
             tokens: Tokens::new(Duration::from_secs(cfg.token_ttl_secs)),
             containers,
@@ -95,17 +101,40 @@ impl StreamServer {
                         continue;
                     }
                 };
-                let inner = server.clone();
+                let (inner, tls) = (server.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let inner = inner.clone();
                         async move { Ok::<_, Infallible>(handle(inner, req)) }
                     });
-                    if let Err(e) = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await
-                    {
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let served = match tls {
+                        None => {
+                            http.serve_connection(TokioIo::new(stream), service)
+                                .with_upgrades()
+                                .await
+                        }
+                        Some(acceptor) => {
+                            let handshake = tokio::time::timeout(
+                                Duration::from_secs(10),
+                                acceptor.accept(stream),
+                            )
+                            .await;
+                            match handshake {
+                                Ok(Ok(s)) => {
+                                    http.serve_connection(TokioIo::new(s), service)
+                                        .with_upgrades()
+                                        .await
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "streaming TLS handshake");
+                                    return;
+                                }
+                                Err(_) => return,
+                            }
+                        }
+                    };
+                    if let Err(e) = served {
                         tracing::debug!(%peer, error = %e, "streaming connection");
                     }
                 });
@@ -137,6 +166,37 @@ impl StreamServer {
         let token = self.inner.tokens.insert(Pending::PortForward(spec))?;
         Ok(format!("{}/portforward/{token}", self.inner.base_url))
     }
+}
+
+/// The TLS side of the server from PEM files (ring provider, TLS 1.2 and
+/// 1.3, no client certificates).
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &std::path::Path, e: &dyn std::fmt::Display| {
+        std::io::Error::other(format!("streaming TLS: {}: {e}", what.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad(cert, &"no certificate in the file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(cert, &e))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key_der)
+    .map_err(|e| bad(key, &e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {

@@ -187,6 +187,21 @@ impl Cgroups {
         }
     }
 
+    /// The directory of `path` in the hierarchy holding `controller` (v2:
+    /// the one directory); None if no hierarchy has it or the path is
+    /// invalid.
+    pub fn controller_dir(&self, path: &str, controller: &str) -> Option<PathBuf> {
+        let parts = components(path).ok()?;
+        match self.mode {
+            CgroupMode::V2 => Some(join(&self.root, &parts)),
+            CgroupMode::V1 => self
+                .hierarchies
+                .iter()
+                .find(|h| h.has(controller))
+                .map(|h| join(&h.dir, &parts)),
+        }
+    }
+
     /// Sends `sig` to every process in the cgroup at `path` (the first
     /// hierarchy's `cgroup.procs` lists them all). Best effort: processes
     /// that exit meanwhile are fine.

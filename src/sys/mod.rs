@@ -7,8 +7,10 @@
 #![allow(unsafe_code)]
 
 pub mod cgroup;
+pub mod cgroup_stats;
 pub mod fs;
 pub mod infra;
 pub mod mount;
 pub mod namespace;
+pub mod netstat;
 pub mod process;

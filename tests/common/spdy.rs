@@ -41,16 +41,23 @@ pub struct Refused {
     pub body: String,
 }
 
+/// A connection the client can speak over (TCP, or TLS over TCP).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 pub struct Session {
-    framed: Framed<TcpStream, SpdyCodec>,
+    framed: Framed<Box<dyn Io>, SpdyCodec>,
     pub protocol: String,
     ids: HashMap<&'static str, u32>,
     next_id: u32,
 }
 
-/// Splits `http://host:port/path`.
+/// Splits `http://host:port/path` (or https).
 fn split_url(url: &str) -> (String, String) {
-    let rest = url.strip_prefix("http://").expect("http:// URL");
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .expect("http(s):// URL");
     let (host, path) = rest.split_at(rest.find('/').expect("URL has a path"));
     (host.to_owned(), path.to_owned())
 }
@@ -58,10 +65,20 @@ fn split_url(url: &str) -> (String, String) {
 /// Sends the upgrade request offering `protocols`; Err with the status and
 /// body when the server does not switch protocols.
 pub async fn connect(url: &str, protocols: &[&str]) -> Result<Session, Refused> {
-    let (host, path) = split_url(url);
-    let mut tcp = TcpStream::connect(&host)
+    let (host, _) = split_url(url);
+    let tcp = TcpStream::connect(&host)
         .await
         .expect("connect to the streaming server");
+    connect_over(Box::new(tcp), url, protocols).await
+}
+
+/// [`connect`] over an established connection (e.g. TLS).
+pub async fn connect_over(
+    mut tcp: Box<dyn Io>,
+    url: &str,
+    protocols: &[&str],
+) -> Result<Session, Refused> {
+    let (host, path) = split_url(url);
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 0\r\n"
     );

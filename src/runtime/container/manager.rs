@@ -10,8 +10,10 @@
 //!   external runtime): the OCI runtime's own state.
 
 mod exec;
+mod stats;
 
 pub use exec::{ExecIo, ExecOutput, ExecStreams, ExecWaiter};
+pub use stats::{ContainerStats, PodStats};
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
@@ -35,6 +37,7 @@ use crate::monitor::client::{self, ClientError};
 use crate::monitor::proto::{self, request::Kind};
 use crate::monitor::zygote::{self, Zygote};
 use crate::monitor::{ExitRecord, Launch, Report, now_ns};
+use crate::runtime::events::{ContainerEvent, EventKind, Events};
 use crate::runtime::sandbox::{SandboxManager, SandboxRecord, SandboxState};
 use crate::runtime::security;
 use crate::runtime::user::{self, UserRequest};
@@ -59,6 +62,8 @@ struct Inner {
     exe: PathBuf,
     /// Forks monitors (falls back to exec'ing `exe` when unavailable).
     zygote: Zygote,
+    /// The previous CPU sample of each container, for rates.
+    cpu_samples: stats::CpuSamples,
     run_dir: PathBuf,
     bundles: PathBuf,
     uppers: PathBuf,
@@ -72,6 +77,8 @@ struct Inner {
     records: Mutex<BTreeMap<ContainerId, ContainerRecord>>,
     names: Mutex<HashMap<String, ContainerId>>,
     locks: Mutex<HashMap<ContainerId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Lifecycle events (GetContainerEvents).
+    events: Events,
 }
 
 fn name_key(pod: &str, spec: &ContainerSpec) -> String {
@@ -152,6 +159,7 @@ impl ContainerManager {
         Ok(Self {
             inner: Arc::new(Inner {
                 zygote: Zygote::new(exe.clone()),
+                cpu_samples: stats::CpuSamples::default(),
                 exe,
                 run_dir: run_dir.to_path_buf(),
                 bundles,
@@ -160,6 +168,7 @@ impl ContainerManager {
                 images,
                 sandboxes,
                 cgroups,
+                events: Events::new(runtime.event_buffer),
                 runtime,
                 own_oom_score_adj,
                 host_has_apparmor: security::host_has_apparmor(),
@@ -352,8 +361,18 @@ impl ContainerManager {
         let store = self.inner.store.clone();
         let key = rec.id.as_str().to_owned();
         blocking(move || store.apply(&[Write::put(Table::Containers, key, value)])).await??;
-        lock(&self.inner.records).insert(rec.id.clone(), rec.clone());
+        // Under the records lock, so a state change is announced once.
+        let mut records = lock(&self.inner.records);
+        let old = records.insert(rec.id.clone(), rec.clone()).map(|o| o.state);
+        self.inner.events.changed(old, rec);
         Ok(())
+    }
+
+    /// Lifecycle events from now on: created, started, stopped (each
+    /// recorded exit, once), deleted. A receiver that falls more than
+    /// `runtime.event_buffer` events behind gets `RecvError::Lagged`.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ContainerEvent> {
+        self.inner.events.subscribe()
     }
 
     /// CreateContainer in pod `pod_id` (full id or unique prefix).
@@ -1011,6 +1030,7 @@ impl ContainerManager {
         let key = id.as_str().to_owned();
         blocking(move || store.apply(&[Write::delete(Table::Containers, key)])).await??;
         lock(&self.inner.records).remove(&id);
+        self.inner.events.emit(EventKind::Deleted, &id, &rec.pod_id);
         lock(&self.inner.names).remove(&name_key(rec.pod_id.as_str(), &rec.spec));
         lock(&self.inner.locks).remove(&id);
         self.inner.images.release_layers(&rec.chain_ids).await;

@@ -8,7 +8,8 @@ pub mod spec;
 mod types;
 
 pub use manager::{
-    ContainerManager, ExecIo, ExecOutput, ExecStreams, ExecWaiter, stored_layer_pins,
+    ContainerManager, ContainerStats, ExecIo, ExecOutput, ExecStreams, ExecWaiter, PodStats,
+    stored_layer_pins,
 };
 pub use types::*;
 
