@@ -31,38 +31,16 @@ mod common;
 mod host;
 #[path = "support/peer.rs"]
 mod peer;
+#[path = "support/runtimes.rs"]
+mod runtimes;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::containers::ctr;
-use common::cri::{ImageClient, pull_ok};
-use common::pods::{RuntimeClient, pod_config, remove_pod, run_pod, stop_pod};
-use common::*;
-use k8s_cri::v1::{
-    ContainerConfig, CreateContainerRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    RemoveContainerRequest, StartContainerRequest, StatusRequest, StopContainerRequest,
-};
-
-type Res<T> = Result<T, String>;
+use runtimes::{Kind, Res, SLEEP, Target, env_usize, interleave, ms, settle};
 
 /// Warm-up cycles before timing.
 const WARMUP: usize = 2;
-/// The sleeping container's command (also how its processes are recognised).
-const SLEEP: &[&str] = &["sleep", "3600"];
-
-fn env_usize(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?}: expected a number")),
-        Err(_) => default,
-    }
-}
 
 /// `CRIUS_BENCH_PODS`, e.g. "10,100": ascending, non-zero counts.
 fn pod_counts() -> Vec<usize> {
@@ -82,145 +60,9 @@ fn pod_counts() -> Vec<usize> {
     v
 }
 
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
-}
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
-
-// ---- one runtime under test --------------------------------------------
-
-/// The client and what is needed to find the runtime's processes.
-struct Target {
-    rt: RuntimeClient,
-    /// The daemon's pid.
-    daemon: u32,
-    /// `Crius(run_dir)` or `Containerd(dir of its socket, shims' -address)`.
-    kind: Kind,
-    image: String,
-    /// Per-pod log directories live here.
-    logs: PathBuf,
-    /// Every container id created (to look for leftovers afterwards).
-    created: Vec<String>,
-}
-
-enum Kind {
-    Crius(PathBuf),
-    Containerd(PathBuf),
-}
-
-/// A kubelet-like pod: pod-level network and IPC, container-level PID (no
-/// shared PID namespace), a log directory.
-fn bench_pod(logs: &Path, name: &str) -> PodSandboxConfig {
-    let mut c = pod_config(name);
-    c.log_directory = logs.join(name).display().to_string();
-    c.linux = Some(LinuxPodSandboxConfig {
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                network: NamespaceMode::Pod as i32,
-                pid: NamespaceMode::Container as i32,
-                ipc: NamespaceMode::Pod as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    c
-}
-
-fn bench_ctr(image: &str) -> ContainerConfig {
-    ctr("sleeper", image, SLEEP)
-}
-
-/// A running pod with its started container, and how long each step took.
-struct Up {
-    pod: String,
-    ctr: String,
-    runp: f64,
-    create: f64,
-    start: f64,
-    whole: f64,
-}
+// ---- memory of one runtime -------------------------------------------
 
 impl Target {
-    async fn up(&mut self, name: &str) -> Res<Up> {
-        let cfg = bench_pod(&self.logs, name);
-        let t0 = Instant::now();
-        let pod = run_pod(&mut self.rt, cfg.clone())
-            .await
-            .map_err(|e| format!("RunPodSandbox {name}: {e:?}"))?;
-        let runp = ms(t0);
-        let t = Instant::now();
-        let ctr = self
-            .rt
-            .create_container(CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(bench_ctr(&self.image)),
-                sandbox_config: Some(cfg),
-            })
-            .await
-            .map_err(|e| format!("CreateContainer in {name}: {e:?}"))?
-            .into_inner()
-            .container_id;
-        let create = ms(t);
-        self.created.push(ctr.clone());
-        let t = Instant::now();
-        self.rt
-            .start_container(StartContainerRequest {
-                container_id: ctr.clone(),
-            })
-            .await
-            .map_err(|e| format!("StartContainer {ctr}: {e:?}"))?;
-        let start = ms(t);
-        Ok(Up {
-            pod,
-            ctr,
-            runp,
-            create,
-            start,
-            whole: ms(t0),
-        })
-    }
-
-    async fn stop_ctr(&mut self, id: &str) -> Res<()> {
-        self.rt
-            .stop_container(StopContainerRequest {
-                container_id: id.into(),
-                timeout: 0,
-            })
-            .await
-            .map(drop)
-            .map_err(|e| format!("StopContainer {id}: {e:?}"))
-    }
-
-    async fn remove_ctr(&mut self, id: &str) -> Res<()> {
-        self.rt
-            .remove_container(RemoveContainerRequest {
-                container_id: id.into(),
-            })
-            .await
-            .map(drop)
-            .map_err(|e| format!("RemoveContainer {id}: {e:?}"))
-    }
-
-    async fn down_pod(&mut self, id: &str) -> Res<()> {
-        stop_pod(&mut self.rt, id)
-            .await
-            .map_err(|e| format!("StopPodSandbox {id}: {e:?}"))?;
-        remove_pod(&mut self.rt, id)
-            .await
-            .map_err(|e| format!("RemovePodSandbox {id}: {e:?}"))
-    }
-
     /// The runtime's own processes (pids): see the module doc.
     fn runtime_procs(&self) -> Vec<u32> {
         let table = host::processes();
@@ -286,22 +128,6 @@ impl Target {
             host_procs: host::live_processes(),
         }
     }
-
-    /// Stops and removes every pod the runtime still lists (with their
-    /// containers), e.g. after a failure.
-    async fn remove_all(&mut self) {
-        let Ok(r) = self
-            .rt
-            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-            .await
-        else {
-            return;
-        };
-        for p in r.into_inner().items {
-            let _ = stop_pod(&mut self.rt, &p.id).await;
-            let _ = remove_pod(&mut self.rt, &p.id).await;
-        }
-    }
 }
 
 // ---- measurement --------------------------------------------------------
@@ -332,39 +158,9 @@ struct Figures {
     held: Vec<(usize, Mem)>,
 }
 
-/// Waits for writeback and for short-lived helpers to exit.
-async fn settle() {
-    let _ = tokio::task::spawn_blocking(|| Command::new("sync").status()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-}
-
-async fn wait_network_ready(c: &mut RuntimeClient) -> Res<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ready = c
-            .status(StatusRequest { verbose: false })
-            .await
-            .ok()
-            .and_then(|r| r.into_inner().status)
-            .map(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.r#type == "NetworkReady" && c.status)
-            })
-            .unwrap_or(false);
-        if ready {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err("NetworkReady did not become true within 20 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Warm-up: a few full cycles, untimed.
 async fn warm_up(t: &mut Target) -> Res<()> {
-    wait_network_ready(&mut t.rt).await?;
+    t.wait_network_ready().await?;
     for i in 0..WARMUP {
         let u = t.up(&format!("warm-{i}")).await?;
         t.stop_ctr(&u.ctr).await?;
@@ -431,221 +227,11 @@ async fn hold(name: &str, t: &mut Target, counts: &[usize], f: &mut Figures) -> 
     Ok(())
 }
 
-// ---- the two runtimes ---------------------------------------------------
-
-/// What a runtime under test owns; dropped after its client.
-enum Guard {
-    Crius(Daemon),
-    Containerd(host::Containerd),
-}
-
-/// One runtime under test, its figures and its first error.
-struct Runner {
-    name: &'static str,
-    t: Target,
-    f: Figures,
-    err: Option<String>,
-    guard: Guard,
-    _logs: tempfile::TempDir,
-}
-
-impl Runner {
-    /// No step has failed yet.
-    fn ok(&self) -> bool {
-        self.err.is_none()
-    }
-
-    fn fail(&mut self, e: String) {
-        eprintln!("{}: failed: {e}", self.name);
-        self.err = Some(e);
-    }
-
-    /// The daemon's log tail (after a failure).
-    fn log_tail(&self) -> String {
-        match &self.guard {
-            Guard::Crius(d) => {
-                let log = d.log();
-                let lines: Vec<&str> = log.lines().collect();
-                lines[lines.len().saturating_sub(40)..].join("\n")
-            }
-            Guard::Containerd(c) => c.log_tail(40),
-        }
-    }
-
-    /// Removes what is left, stops the daemon, reports crius's logged
-    /// warnings and leaked cgroups; the figures if the run succeeded.
-    async fn finish(mut self) -> Option<Figures> {
-        self.t.remove_all().await;
-        if let Some(e) = &self.err {
-            eprintln!(
-                "{} failed: {e}\n--- {} log (tail) ---\n{}",
-                self.name,
-                self.name,
-                self.log_tail()
-            );
-        }
-        let created = std::mem::take(&mut self.t.created);
-        let Runner {
-            t, f, err, guard, ..
-        } = self;
-        drop(t);
-        match guard {
-            Guard::Crius(mut d) => {
-                report_crius_log(&d.log());
-                d.stop();
-                drop(d);
-                report_leftover_cgroups(&created);
-            }
-            Guard::Containerd(c) => drop(c),
-        }
-        err.is_none().then_some(f)
-    }
-}
-
-/// Warnings and errors crius logged during the run (a clean run has none):
-/// shown, so that a defect does not hide behind figures.
-fn report_crius_log(log: &str) {
-    let bad: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-        .collect();
-    if !bad.is_empty() {
-        eprintln!(
-            "crius logged {} warning/error line(s), first ones:\n{}",
-            bad.len(),
-            bad[..bad.len().min(5)].join("\n")
-        );
-    }
-}
-
-/// Config for crius: the harness's paths, the network's `[cni]` table, the
-/// registry as insecure, logging at info (containerd's default).
-fn crius_daemon(net: &TestNet, registry: &Registry) -> Daemon {
-    let mut d = Daemon::configure_raw(|p| {
-        format!(
-            "socket = {:?}\nstate_dir = {:?}\nrun_dir = {:?}\n{}\n{}\n[log]\nlevel = \"info\"\n",
-            p.socket.display().to_string(),
-            p.state_dir.display().to_string(),
-            p.run_dir.display().to_string(),
-            net.toml(),
-            insecure_registries(&[registry.addr()]),
-        )
-    });
-    d.launch();
-    d
-}
-
-fn logs_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("crius-bench-logs-")
-        .tempdir()
-        .expect("log tempdir")
-}
-
-async fn start_crius(net: &TestNet, registry: &Registry, image: &str) -> Runner {
-    let logs = logs_dir();
-    let crius = crius_daemon(net, registry);
-    let daemon = crius.pid().expect("crius pid");
-    let channel = crius.channel().await;
-    pull_ok(&mut ImageClient::new(channel.clone()), image).await;
-    Runner {
-        name: "crius",
-        t: Target {
-            rt: RuntimeClient::new(channel),
-            daemon,
-            kind: Kind::Crius(crius.run_dir().to_owned()),
-            image: image.to_owned(),
-            logs: logs.path().to_owned(),
-            created: Vec::new(),
-        },
-        f: Figures::default(),
-        err: None,
-        guard: Guard::Crius(crius),
-        _logs: logs,
-    }
-}
-
-async fn start_containerd(net: &TestNet, registry: &Registry, image: &str) -> Option<Runner> {
-    if peer::binary().is_none() {
-        eprintln!("containerd not installed (apt-get install containerd): crius figures only");
-        return None;
-    }
-    let pause = ImageBuilder::new()
-        .layer(busybox_layer(Compression::Gzip))
-        .entrypoint(&["/bin/busybox", "sleep", "2147483647"])
-        .build();
-    let pause = push(registry, "pause", "3.9", &pause).await.reference;
-    let logs = logs_dir();
-    let Some(ctd) = host::start_containerd(registry.addr(), &pause, &net.conf_dir) else {
-        eprintln!("containerd did not start: crius figures only");
-        return None;
-    };
-    let channel = connect_unix(&ctd.socket).await;
-    let mut images = ImageClient::new(channel.clone());
-    pull_ok(&mut images, &pause).await;
-    pull_ok(&mut images, image).await;
-    Some(Runner {
-        name: "containerd",
-        t: Target {
-            rt: RuntimeClient::new(channel),
-            daemon: ctd.child.id(),
-            kind: Kind::Containerd(ctd.dir.path().to_owned()),
-            image: image.to_owned(),
-            logs: logs.path().to_owned(),
-            created: Vec::new(),
-        },
-        f: Figures::default(),
-        err: None,
-        guard: Guard::Containerd(ctd),
-        _logs: logs,
-    })
-}
-
-/// Container cgroups (`<hierarchy>/crius/<id>`) still present after all
-/// pods were removed and the daemon stopped: a leak in crius, reported.
-fn report_leftover_cgroups(ids: &[String]) {
-    let mut left = Vec::new();
-    let roots = std::fs::read_dir("/sys/fs/cgroup")
-        // Skip symlinks (`cpu` -> `cpu,cpuacct`): each hierarchy once.
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path())
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    for id in ids {
-        for root in roots
-            .iter()
-            .chain(std::iter::once(&PathBuf::from("/sys/fs/cgroup")))
-        {
-            let p = root.join("crius").join(id);
-            if p.is_dir() {
-                left.push(p);
-            }
-        }
-    }
-    if !left.is_empty() {
-        eprintln!(
-            "crius left {} container cgroup dir(s) after removing its pods, e.g. {}",
-            left.len(),
-            left[0].display()
-        );
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let iters = env_usize("CRIUS_BENCH_ITERS", 20).max(1);
     let counts = pod_counts();
-    let net = TestNet::new();
-    let registry = Registry::start();
-    let image = push(&registry, "busybox", "latest", &busybox_image())
-        .await
-        .reference;
-
-    let mut runners = vec![start_crius(&net, &registry, &image).await];
-    runners.extend(start_containerd(&net, &registry, &image).await);
+    let (_net, _registry, mut runners) = runtimes::start_both::<Figures>().await;
 
     for r in runners.iter_mut() {
         if let Err(e) = warm_up(&mut r.t).await {
@@ -653,20 +239,7 @@ async fn main() {
         }
     }
     settle().await;
-    // Interleaved, so that both runtimes see the same load on a shared
-    // machine; the order alternates so that neither always goes first.
-    for i in 0..iters {
-        let n = runners.len();
-        for k in 0..n {
-            let r = &mut runners[(i + k) % n];
-            if r.ok()
-                && let Err(e) = iteration(&mut r.t, i, &mut r.f).await
-            {
-                r.fail(e);
-            }
-        }
-    }
-    eprintln!("{iters} iterations timed");
+    interleave(&mut runners, iters, iteration).await;
     for r in runners.iter_mut() {
         if r.ok()
             && let Err(e) = hold(r.name, &mut r.t, &counts, &mut r.f).await
@@ -675,16 +248,7 @@ async fn main() {
         }
     }
 
-    let mut figures = Vec::new();
-    for r in runners {
-        figures.push(r.finish().await);
-    }
-    let mut figures = figures.into_iter();
-    let crius_fig = figures
-        .next()
-        .flatten()
-        .unwrap_or_else(|| panic!("crius failed (see above)"));
-    let ctd_fig = figures.next().flatten();
+    let (crius_fig, ctd_fig) = runtimes::finish_all(runners).await;
     report(iters, &crius_fig, ctd_fig.as_ref());
 }
 
@@ -698,8 +262,7 @@ fn report(iters: usize, a: &Figures, b: Option<&Figures>) {
     );
     peer::header(W);
     let row = |what: &str, x: f64, y: Option<f64>| peer::row(W, what, x, y);
-    type Pick = fn(&Figures) -> &Vec<f64>;
-    let series: [(&str, Pick, Option<f64>); 7] = [
+    let series: [runtimes::Series<Figures>; 7] = [
         ("RunPodSandbox", |f| &f.runp, None),
         ("CreateContainer", |f| &f.create, None),
         ("StartContainer", |f| &f.start, None),
@@ -712,16 +275,7 @@ fn report(iters: usize, a: &Figures, b: Option<&Figures>) {
             Some(0.3),
         ),
     ];
-    for (label, pick, target) in series {
-        for (p, tag) in [(0.5, "median"), (0.9, "p90")] {
-            let x = percentile(pick(a), p);
-            let y = b.map(|b| percentile(pick(b), p));
-            match target {
-                Some(t) if p == 0.5 => host::row_target(W, &format!("{label} {tag}"), x, y, t),
-                _ => row(&format!("{label} {tag}"), x, y),
-            }
-        }
-    }
+    runtimes::print_series(W, &series, a, b);
 
     println!("\nmemory (MiB; PSS of the runtime's processes, RSS of the daemon)\n");
     peer::header(W);

@@ -217,6 +217,11 @@ state = "{state}"
   # The pause container's oom_score_adj -998 needs CAP_SYS_RESOURCE,
   # which these machines may lack: cap it at containerd's own.
   restrict_oom_score_adj = true
+  # Exec/Attach URLs: plain HTTP on loopback, a free port
+  # (http://127.0.0.1:<port>/exec/<token>).
+  enable_tls_streaming = false
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
 [{cri}.containerd]
   default_runtime_name = "runc"
 [{cri}.containerd.runtimes.runc]

@@ -101,6 +101,9 @@ impl StreamServer {
                         continue;
                     }
                 };
+                // Small frames (a status after the last output) must not
+                // wait for a delayed ACK (Nagle): 40 ms per exec otherwise.
+                let _ = stream.set_nodelay(true);
                 let (inner, tls) = (server.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {

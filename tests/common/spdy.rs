@@ -187,6 +187,8 @@ impl Session {
                         open.retain(|i| *i != d.stream_id);
                     }
                 }
+                // Some servers (containerd) end streams with RST_STREAM.
+                Frame::RstStream(r) => open.retain(|i| *i != r.stream_id),
                 Frame::Ping(_) | Frame::WindowUpdate(_) | Frame::SynReply(_) => {}
                 other => panic!("unexpected frame {other:?}"),
             }
