@@ -37,7 +37,11 @@ const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
 /// The port-forward protocol.
 pub const PORTFORWARD_PROTOCOLS: [&str; 1] = ["portforward.k8s.io"];
 /// Port-forward's WebSocket subprotocols.
-pub const WS_PORTFORWARD_PROTOCOLS: [&str; 2] = ["v4.channel.k8s.io", "v4.base64.channel.k8s.io"];
+pub const WS_PORTFORWARD_PROTOCOLS: [&str; 3] = [
+    "v4.channel.k8s.io",
+    "portforward.k8s.io",
+    "v4.base64.channel.k8s.io",
+];
 
 /// What a token stands for.
 #[derive(Debug)]
