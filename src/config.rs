@@ -204,6 +204,9 @@ impl Default for StreamingConfig {
 pub struct RuntimeConfig {
     /// Longest CRI log record; longer lines are split into partial records.
     pub max_log_line_bytes: usize,
+    /// ExecSync keeps at most this much of each of stdout and stderr (at
+    /// most 16 MiB: kubelet's gRPC message limit).
+    pub exec_output_max_bytes: usize,
     /// GetContainerEvents: events a subscriber may fall behind by before
     /// its stream is ended with RESOURCE_EXHAUSTED.
     pub event_buffer: usize,
@@ -216,6 +219,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             max_log_line_bytes: 16 * 1024,
+            exec_output_max_bytes: 16 << 20,
             event_buffer: 1024,
             handlers: BTreeMap::new(),
         }
@@ -360,6 +364,12 @@ impl Config {
                 return invalid(key, "must be at least 1");
             }
         }
+        if !(1024..=16 << 20).contains(&self.runtime.exec_output_max_bytes) {
+            return invalid(
+                "runtime.exec_output_max_bytes",
+                "must be between 1024 and 16777216",
+            );
+        }
         if self.runtime.max_log_line_bytes < 256 {
             return invalid("runtime.max_log_line_bytes", "must be at least 256");
         }
@@ -449,6 +459,8 @@ shm_size_bytes = {shm}
 [runtime]
 # Longest container log record; longer lines become partial (P) records.
 max_log_line_bytes = {maxline}
+# ExecSync keeps at most this many bytes of each of stdout and stderr.
+exec_output_max_bytes = {execmax}
 # GetContainerEvents: how many events a subscriber may fall behind by before
 # its stream ends with RESOURCE_EXHAUSTED (it then relists).
 event_buffer = {evbuf}
@@ -493,6 +505,7 @@ tls_key_file = ""
             .join(", "),
         shm = d.pod.shm_size_bytes,
         maxline = d.runtime.max_log_line_bytes,
+        execmax = d.runtime.exec_output_max_bytes,
         evbuf = d.runtime.event_buffer,
         saddr = toml_str(&d.streaming.address),
         sport = d.streaming.port,

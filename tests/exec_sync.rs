@@ -220,3 +220,29 @@ async fn exec_sync_with_the_runc_handler() {
         .unwrap_err();
     assert!(err.message().contains("/no/such/program"), "{err:?}");
 }
+
+#[tokio::test]
+async fn exec_sync_output_cap_is_configurable() {
+    let mut env = Env::new("[runtime]\nexec_output_max_bytes = 4096\n").await;
+    let bb = env.busybox.clone();
+    let (pod, pcfg) = env.pod("cap").await;
+    let id = env
+        .run(&pod, &pcfg, ctr("target", &bb, &["sleep", "300"]))
+        .await;
+    let r = exec(
+        &mut env,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "head -c 10000 /dev/zero; head -c 5000 /dev/zero >&2; exit 4",
+        ],
+        10,
+    )
+    .await
+    .expect("ExecSync");
+    assert_eq!(
+        (r.stdout.len(), r.stderr.len(), r.exit_code),
+        (4096, 4096, 4)
+    );
+}

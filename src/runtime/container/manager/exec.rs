@@ -7,7 +7,8 @@
 //! exec helper (`crate::monitor::exec`) with three pipes: the helper's
 //! report, the command's stdout and its stderr. The helper enforces the
 //! timeout (it kills the process); the daemon reads both outputs, each
-//! capped at [`MAX_OUTPUT`] (the rest is read and dropped, as the CRI asks:
+//! capped at `runtime.exec_output_max_bytes` (16 MiB, the CRI's figure, by
+//! default; the rest is read and dropped, as the CRI asks:
 //! CVE-2022-1708, CVE-2022-31030).
 
 use std::os::fd::{AsFd as _, OwnedFd};
@@ -138,8 +139,9 @@ impl ContainerManager {
                 })
         };
         let (out_r, err_r) = (receiver(streams.stdout)?, receiver(streams.stderr)?);
-        let mut out = tokio::spawn(read_capped(out_r, MAX_OUTPUT));
-        let mut err = tokio::spawn(read_capped(err_r, MAX_OUTPUT));
+        let cap = self.inner.runtime.exec_output_max_bytes.min(MAX_OUTPUT);
+        let mut out = tokio::spawn(read_capped(out_r, cap));
+        let mut err = tokio::spawn(read_capped(err_r, cap));
         let exit_code = match waiter.wait().await {
             Ok(code) => code,
             Err(e) => {
