@@ -3,8 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use prost::Message as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use super::proto::{self, request::Kind};
@@ -60,14 +59,10 @@ async fn call_keep(
             }
             Err(e) => return Err(e.into()),
         };
-        let body = proto::Request {
+        let req = proto::Request {
             version: PROTOCOL_VERSION,
             kind: Some(kind),
-        }
-        .encode_to_vec();
-        let mut buf = Vec::with_capacity(4 + body.len());
-        buf.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
-        buf.extend_from_slice(&body);
+        };
         // The monitor may go away mid-call (its container exited and it
         // finished): the caller reads exit.json.
         let gone = |e: std::io::Error| match e.kind() {
@@ -76,19 +71,8 @@ async fn call_keep(
             | std::io::ErrorKind::BrokenPipe => ClientError::Gone,
             _ => ClientError::Io(e),
         };
-        stream.write_all(&buf).await.map_err(gone)?;
-        let mut len = [0u8; 4];
-        stream.read_exact(&mut len).await.map_err(gone)?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len > MAX_FRAME {
-            return Err(ClientError::Io(std::io::Error::other(format!(
-                "answer of {len} bytes"
-            ))));
-        }
-        let mut body = vec![0u8; len];
-        stream.read_exact(&mut body).await?;
-        let resp = proto::Response::decode(body.as_slice())
-            .map_err(|e| ClientError::Io(std::io::Error::other(e)))?;
+        write_frame(&mut stream, &req).await.map_err(gone)?;
+        let resp: proto::Response = read_frame(&mut stream).await.map_err(gone)?;
         if !resp.error.is_empty() {
             return Err(ClientError::Refused(resp.error));
         }
@@ -100,4 +84,33 @@ async fn call_keep(
             .await
             .map_err(|_| ClientError::Timeout(t))?,
     }
+}
+
+/// Writes one length-prefixed message (the async twin of
+/// [`super::write_frame`]).
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    msg: &impl prost::Message,
+) -> std::io::Result<()> {
+    let body = msg.encode_to_vec();
+    let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(&body);
+    w.write_all(&buf).await
+}
+
+/// Reads one length-prefixed message of at most [`MAX_FRAME`] bytes.
+pub async fn read_frame<M: prost::Message + Default, R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> std::io::Result<M> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other(format!("message of {len} bytes")));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    M::decode(body.as_slice()).map_err(std::io::Error::other)
 }

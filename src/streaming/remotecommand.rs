@@ -30,6 +30,8 @@ use super::spdy::{
     DataFrame, Frame, GoAway, GoAwayStatus, HeaderBlock, SpdyCodec, SpdyError, SynReply,
     WindowUpdate,
 };
+use crate::monitor::client::{read_frame, write_frame};
+use crate::monitor::proto::AttachFrame;
 use crate::runtime::container::{ContainerError, ContainerManager, ExecIo};
 
 /// An Exec request waiting for its client.
@@ -83,23 +85,54 @@ impl Channel {
     }
 }
 
-/// The channels a client must open for `spec` under `protocol`.
-fn expected(spec: &ExecSpec, protocol: Option<&str>) -> Vec<Channel> {
+/// The streams a request asks for (exec and attach alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stdio {
+    tty: bool,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+}
+
+impl From<&ExecSpec> for Stdio {
+    fn from(s: &ExecSpec) -> Self {
+        Stdio {
+            tty: s.tty,
+            stdin: s.stdin,
+            stdout: s.stdout,
+            stderr: s.stderr,
+        }
+    }
+}
+
+impl From<&AttachSpec> for Stdio {
+    fn from(s: &AttachSpec) -> Self {
+        Stdio {
+            tty: s.tty,
+            stdin: s.stdin,
+            stdout: s.stdout,
+            stderr: s.stderr,
+        }
+    }
+}
+
+/// The channels a client must open for `io` under `protocol`.
+fn expected(io: Stdio, protocol: Option<&str>) -> Vec<Channel> {
     let mut v = vec![Channel::Error];
-    if spec.stdin {
+    if io.stdin {
         v.push(Channel::Stdin);
     }
-    if spec.stdout {
+    if io.stdout {
         v.push(Channel::Stdout);
     }
-    if spec.stderr && !spec.tty {
+    if io.stderr && !io.tty {
         v.push(Channel::Stderr);
     }
     let resize = matches!(
         protocol,
         Some("v3.channel.k8s.io" | "v4.channel.k8s.io" | "v5.channel.k8s.io")
     );
-    if spec.tty && resize {
+    if io.tty && resize {
         v.push(Channel::Resize);
     }
     v
@@ -227,15 +260,11 @@ struct TermSize {
 
 /// A session's frame reader, the sender its writer task drains, and that
 /// task (see [`finish`]).
-pub(super) type Session<IO> = (
-    FramedRead<tokio::io::ReadHalf<IO>, SpdyCodec>,
-    mpsc::Sender<Frame>,
-    tokio::task::JoinHandle<()>,
-);
+pub(super) type Session<F> = (F, mpsc::Sender<Frame>, tokio::task::JoinHandle<()>);
 
 /// Splits an upgraded connection into a frame reader and a writer task fed
 /// by a channel (so any task may send frames).
-pub(super) fn split_session<IO>(io: IO) -> Session<IO>
+pub(super) fn split_session<IO>(io: IO) -> Session<FramedRead<tokio::io::ReadHalf<IO>, SpdyCodec>>
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -319,44 +348,60 @@ impl<T> FrameSource for T where
 {
 }
 
-/// Runs one exec session on an upgraded SPDY connection.
-pub async fn serve_exec<IO>(
-    io: IO,
-    spec: ExecSpec,
+/// What a remote-command session runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Exec(ExecSpec),
+    Attach(AttachSpec),
+}
+
+/// Runs an exec or attach session on `session` (SPDY, or a WebSocket
+/// adapted to SPDY frames).
+pub(super) async fn serve<F: FrameSource>(
+    session: Session<F>,
+    command: Command,
     protocol: Option<&'static str>,
     containers: ContainerManager,
     timeouts: Timeouts,
-) where
-    IO: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let (frames, tx, writer) = split_session(io);
-    exec_session(frames, tx, writer, spec, protocol, containers, timeouts).await
+) {
+    let (mut frames, tx, writer) = session;
+    let (io, container) = match &command {
+        Command::Exec(s) => (Stdio::from(s), s.container_id.clone()),
+        Command::Attach(s) => (Stdio::from(s), s.container_id.clone()),
+    };
+    let want = expected(io, protocol);
+    let Some(streams) = open_streams(
+        &mut frames,
+        &tx,
+        &want,
+        timeouts.stream_creation,
+        &container,
+    )
+    .await
+    else {
+        return finish(tx, writer).await;
+    };
+    let session = (frames, tx, writer);
+    match command {
+        Command::Exec(spec) => {
+            exec_session(session, streams, spec, protocol, containers, timeouts).await
+        }
+        Command::Attach(spec) => {
+            attach_session(session, streams, spec, protocol, containers, timeouts).await
+        }
+    }
 }
 
-/// The exec session on any frame source; `tx` feeds the writer task.
-pub(super) async fn exec_session<F: FrameSource>(
-    mut frames: F,
-    tx: mpsc::Sender<Frame>,
-    writer: tokio::task::JoinHandle<()>,
+/// The exec session; `tx` feeds the writer task.
+async fn exec_session<F: FrameSource>(
+    (mut frames, tx, writer): Session<F>,
+    (streams, by_id): Streams,
     spec: ExecSpec,
     protocol: Option<&'static str>,
     containers: ContainerManager,
     timeouts: Timeouts,
 ) {
     // 1. The client's streams.
-    let want = expected(&spec, protocol);
-    let Some((streams, by_id)) = open_streams(
-        &mut frames,
-        &tx,
-        &want,
-        timeouts.stream_creation,
-        &spec.container_id,
-    )
-    .await
-    else {
-        return finish(tx, writer).await;
-    };
-    let error_id = streams.get(&Channel::Error).copied().unwrap_or(0);
 
     // 2. The command.
     let started = containers
@@ -373,12 +418,7 @@ pub(super) async fn exec_session<F: FrameSource>(
     let (exec, waiter) = match started {
         Ok(x) => x,
         Err(e) => {
-            if let Some(msg) = status_message(protocol, &Err(e.to_string())) {
-                let _ = tx.send(data(error_id, false, Bytes::from(msg))).await;
-            }
-            close_streams(&tx, &streams).await;
-            linger(&mut frames, &tx).await;
-            return finish(tx, writer).await;
+            return conclude(frames, tx, writer, &streams, protocol, Err(e.to_string())).await;
         }
     };
 
@@ -528,12 +568,7 @@ pub(super) async fn exec_session<F: FrameSource>(
             p.abort();
         }
     }
-    if let Some(msg) = status_message(protocol, &outcome) {
-        let _ = tx.send(data(error_id, false, Bytes::from(msg))).await;
-    }
-    close_streams(&tx, &streams).await;
-    linger(&mut frames, &tx).await;
-    finish(tx, writer).await;
+    conclude(frames, tx, writer, &streams, protocol, outcome).await;
 }
 
 /// An Attach request waiting for its client.
@@ -547,83 +582,17 @@ pub struct AttachSpec {
     pub stderr: bool,
 }
 
-/// Reads one length-prefixed `AttachFrame` from the monitor.
-async fn read_attach_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-) -> std::io::Result<crate::monitor::proto::AttachFrame> {
-    use prost::Message as _;
-    let mut len = [0u8; 4];
-    r.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > crate::monitor::MAX_FRAME {
-        return Err(std::io::Error::other(format!(
-            "attach frame of {len} bytes"
-        )));
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
-    crate::monitor::proto::AttachFrame::decode(body.as_slice()).map_err(std::io::Error::other)
-}
-
-async fn write_attach_frame<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    f: &crate::monitor::proto::AttachFrame,
-) -> std::io::Result<()> {
-    use prost::Message as _;
-    let body = f.encode_to_vec();
-    let mut buf = Vec::with_capacity(4 + body.len());
-    buf.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
-    buf.extend_from_slice(&body);
-    w.write_all(&buf).await
-}
-
-/// Runs one attach session: the container's output (from its monitor) to
-/// the client, the client's stdin and resizes to the container, until the
+/// The attach session: the container's output (from its monitor) to the
+/// client, the client's stdin and resizes to the container, until the
 /// container exits (a Success status) or the client detaches.
-pub async fn serve_attach<IO>(
-    io: IO,
-    spec: AttachSpec,
-    protocol: Option<&'static str>,
-    containers: ContainerManager,
-    timeouts: Timeouts,
-) where
-    IO: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let (frames, tx, writer) = split_session(io);
-    attach_session(frames, tx, writer, spec, protocol, containers, timeouts).await
-}
-
-/// The attach session on any frame source; `tx` feeds the writer task.
-pub(super) async fn attach_session<F: FrameSource>(
-    mut frames: F,
-    tx: mpsc::Sender<Frame>,
-    writer: tokio::task::JoinHandle<()>,
+async fn attach_session<F: FrameSource>(
+    (mut frames, tx, writer): Session<F>,
+    (streams, by_id): Streams,
     spec: AttachSpec,
     protocol: Option<&'static str>,
     containers: ContainerManager,
     timeouts: Timeouts,
 ) {
-    let as_exec = ExecSpec {
-        container_id: spec.container_id.clone(),
-        cmd: Vec::new(),
-        tty: spec.tty,
-        stdin: spec.stdin,
-        stdout: spec.stdout,
-        stderr: spec.stderr,
-    };
-    let want = expected(&as_exec, protocol);
-    let Some((streams, by_id)) = open_streams(
-        &mut frames,
-        &tx,
-        &want,
-        timeouts.stream_creation,
-        &spec.container_id,
-    )
-    .await
-    else {
-        return finish(tx, writer).await;
-    };
-    let error_id = streams.get(&Channel::Error).copied().unwrap_or(0);
     let attached = containers
         .attach(
             &spec.container_id,
@@ -635,12 +604,7 @@ pub(super) async fn attach_session<F: FrameSource>(
     let (id, sock) = match attached {
         Ok(x) => x,
         Err(e) => {
-            if let Some(msg) = status_message(protocol, &Err(e.to_string())) {
-                let _ = tx.send(data(error_id, false, Bytes::from(msg))).await;
-            }
-            close_streams(&tx, &streams).await;
-            linger(&mut frames, &tx).await;
-            return finish(tx, writer).await;
+            return conclude(frames, tx, writer, &streams, protocol, Err(e.to_string())).await;
         }
     };
     let (mut from_monitor, mut to_monitor) = sock.into_split();
@@ -654,7 +618,7 @@ pub(super) async fn attach_session<F: FrameSource>(
     // Ends when the container has exited (true) or the monitor went away.
     let mut pump = tokio::spawn(async move {
         loop {
-            match read_attach_frame(&mut from_monitor).await {
+            match read_frame::<AttachFrame, _>(&mut from_monitor).await {
                 Ok(f) if f.close => return true,
                 Ok(f) => {
                     pump_activity.touch();
@@ -691,13 +655,13 @@ pub(super) async fn attach_session<F: FrameSource>(
                         ack(&tx, &d).await;
                         match by_id.get(&d.stream_id) {
                             Some(Channel::Stdin) => {
-                                let f = crate::monitor::proto::AttachFrame {
+                                let f = AttachFrame {
                                     stream: 0,
                                     data: d.data.to_vec(),
                                     close: d.fin,
                                 };
                                 if (!f.data.is_empty() || f.close)
-                                    && write_attach_frame(&mut to_monitor, &f).await.is_err()
+                                    && write_frame(&mut to_monitor, &f).await.is_err()
                                 {
                                     // The monitor is gone; the pump ends too.
                                 }
@@ -730,10 +694,26 @@ pub(super) async fn attach_session<F: FrameSource>(
     } else {
         Err(format!("lost the connection to container {id}'s monitor"))
     };
-    if let Some(msg) = status_message(protocol, &outcome) {
-        let _ = tx.send(data(error_id, false, Bytes::from(msg))).await;
+    conclude(frames, tx, writer, &streams, protocol, outcome).await;
+}
+
+/// Ends a session: the outcome on the error stream, every stream
+/// half-closed, the client given time to hang up.
+async fn conclude<F: FrameSource>(
+    mut frames: F,
+    tx: mpsc::Sender<Frame>,
+    writer: tokio::task::JoinHandle<()>,
+    streams: &HashMap<Channel, u32>,
+    protocol: Option<&str>,
+    outcome: Result<i32, String>,
+) {
+    if let (Some(msg), Some(id)) = (
+        status_message(protocol, &outcome),
+        streams.get(&Channel::Error),
+    ) {
+        let _ = tx.send(data(*id, false, Bytes::from(msg))).await;
     }
-    close_streams(&tx, &streams).await;
+    close_streams(&tx, streams).await;
     linger(&mut frames, &tx).await;
     finish(tx, writer).await;
 }
@@ -880,7 +860,7 @@ mod tests {
     fn expected_streams_follow_the_request_and_protocol() {
         let v4 = Some("v4.channel.k8s.io");
         assert_eq!(
-            expected(&spec(false, true, true), v4),
+            expected(Stdio::from(&spec(false, true, true)), v4),
             vec![
                 Channel::Error,
                 Channel::Stdin,
@@ -889,7 +869,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            expected(&spec(true, true, false), v4),
+            expected(Stdio::from(&spec(true, true, false)), v4),
             vec![
                 Channel::Error,
                 Channel::Stdin,
@@ -898,7 +878,10 @@ mod tests {
             ]
         );
         assert_eq!(
-            expected(&spec(true, false, false), Some("v2.channel.k8s.io")),
+            expected(
+                Stdio::from(&spec(true, false, false)),
+                Some("v2.channel.k8s.io")
+            ),
             vec![Channel::Error, Channel::Stdout]
         );
     }

@@ -4,7 +4,6 @@
 //! connection to [`super::remotecommand`].
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::portforward::{self, PortForwardSpec};
-use super::remotecommand::{self, AttachSpec, ExecSpec, Timeouts};
+use super::remotecommand::{self, AttachSpec, Command, ExecSpec, Timeouts};
 use super::tokens::Tokens;
 use super::websocket;
 use crate::config::StreamingConfig;
@@ -46,8 +45,7 @@ pub const WS_PORTFORWARD_PROTOCOLS: [&str; 3] = [
 /// What a token stands for.
 #[derive(Debug)]
 enum Pending {
-    Exec(ExecSpec),
-    Attach(AttachSpec),
+    Remote(Command),
     PortForward(PortForwardSpec),
 }
 
@@ -60,7 +58,6 @@ pub struct StreamServer {
 #[derive(Debug)]
 struct Inner {
     base_url: String,
-    addr: SocketAddr,
     tokens: Tokens<Pending>,
     containers: ContainerManager,
     timeouts: Timeouts,
@@ -86,7 +83,6 @@ impl StreamServer {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let inner = Arc::new(Inner {
             base_url: format!("{scheme}://{addr}"),
-            addr,
             tokens: Tokens::new(Duration::from_secs(cfg.token_ttl_secs)),
             containers,
             timeouts: Timeouts {
@@ -151,20 +147,21 @@ impl StreamServer {
         Ok(StreamServer { inner })
     }
 
-    /// The address the server listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.inner.addr
-    }
-
     /// A single-use URL for an exec session.
     pub fn exec_url(&self, spec: ExecSpec) -> std::io::Result<String> {
-        let token = self.inner.tokens.insert(Pending::Exec(spec))?;
+        let token = self
+            .inner
+            .tokens
+            .insert(Pending::Remote(Command::Exec(spec)))?;
         Ok(format!("{}/exec/{token}", self.inner.base_url))
     }
 
     /// A single-use URL for an attach session.
     pub fn attach_url(&self, spec: AttachSpec) -> std::io::Result<String> {
-        let token = self.inner.tokens.insert(Pending::Attach(spec))?;
+        let token = self
+            .inner
+            .tokens
+            .insert(Pending::Remote(Command::Attach(spec)))?;
         Ok(format!("{}/attach/{token}", self.inner.base_url))
     }
 
@@ -204,6 +201,17 @@ fn tls_acceptor(
     .map_err(|e| bad(key, &e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The connection hyper hands over after a 101 (None: the upgrade failed).
+async fn upgraded(upgrade: hyper::upgrade::OnUpgrade) -> Option<TokioIo<hyper::upgrade::Upgraded>> {
+    match upgrade.await {
+        Ok(io) => Some(TokioIo::new(io)),
+        Err(e) => {
+            tracing::debug!(error = %e, "streaming upgrade failed");
+            None
+        }
+    }
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
@@ -248,8 +256,8 @@ fn handle(inner: Arc<Inner>, mut req: Request<Incoming>) -> Response<Full<Bytes>
     };
     let (kind, token) = token;
     let pending = match (kind, inner.tokens.take(token)) {
-        ("exec", Some(p @ Pending::Exec(_)))
-        | ("attach", Some(p @ Pending::Attach(_)))
+        ("exec", Some(p @ Pending::Remote(Command::Exec(_))))
+        | ("attach", Some(p @ Pending::Remote(Command::Attach(_))))
         | ("portforward", Some(p @ Pending::PortForward(_))) => p,
         _ => return plain(StatusCode::NOT_FOUND, "unknown or expired streaming token"),
     };
@@ -269,7 +277,7 @@ fn handle(inner: Arc<Inner>, mut req: Request<Incoming>) -> Response<Full<Bytes>
         );
     }
     let ours: &[&'static str] = match pending {
-        Pending::Exec(_) | Pending::Attach(_) => &PROTOCOLS,
+        Pending::Remote(_) => &PROTOCOLS,
         Pending::PortForward(_) => &PORTFORWARD_PROTOCOLS,
     };
     let protocol = match negotiate(&client_protocols(&req), ours) {
@@ -279,19 +287,13 @@ fn handle(inner: Arc<Inner>, mut req: Request<Incoming>) -> Response<Full<Bytes>
     let upgrade = hyper::upgrade::on(&mut req);
     let (containers, timeouts) = (inner.containers.clone(), inner.timeouts);
     tokio::spawn(async move {
-        let io = match upgrade.await {
-            Ok(io) => TokioIo::new(io),
-            Err(e) => {
-                tracing::debug!(error = %e, "streaming upgrade failed");
-                return;
-            }
+        let Some(io) = upgraded(upgrade).await else {
+            return;
         };
         match pending {
-            Pending::Exec(spec) => {
-                remotecommand::serve_exec(io, spec, protocol, containers, timeouts).await
-            }
-            Pending::Attach(spec) => {
-                remotecommand::serve_attach(io, spec, protocol, containers, timeouts).await
+            Pending::Remote(command) => {
+                let session = remotecommand::split_session(io);
+                remotecommand::serve(session, command, protocol, containers, timeouts).await
             }
             Pending::PortForward(spec) => portforward::serve_portforward(io, spec, timeouts).await,
         }
@@ -368,41 +370,22 @@ fn websocket(
     let upgrade = hyper::upgrade::on(&mut req);
     let (containers, timeouts) = (inner.containers.clone(), inner.timeouts);
     tokio::spawn(async move {
-        let io = match upgrade.await {
-            Ok(io) => TokioIo::new(io),
-            Err(e) => {
-                tracing::debug!(error = %e, "websocket upgrade failed");
-                return;
-            }
-        };
-        // v5 only adds the close signal, which the adapter handles: the
-        // session itself speaks v4.
-        let session_protocol = match protocol {
-            "v5.channel.k8s.io" | "v4.channel.k8s.io" => Some("v4.channel.k8s.io"),
-            _ => Some("channel.k8s.io"),
+        let Some(io) = upgraded(upgrade).await else {
+            return;
         };
         match pending {
-            Pending::Exec(spec) => {
-                let (frames, tx, writer) = websocket::adapt(io, protocol).await;
-                remotecommand::exec_session(
-                    frames,
-                    tx,
-                    writer,
-                    spec,
-                    session_protocol,
-                    containers,
-                    timeouts,
-                )
-                .await
-            }
-            Pending::Attach(spec) => {
-                let (frames, tx, writer) = websocket::adapt(io, protocol).await;
-                remotecommand::attach_session(
-                    frames,
-                    tx,
-                    writer,
-                    spec,
-                    session_protocol,
+            Pending::Remote(command) => {
+                // v5 only adds the close signal, which the adapter handles:
+                // the session itself speaks v4.
+                let session_protocol = match protocol {
+                    "v5.channel.k8s.io" | "v4.channel.k8s.io" => "v4.channel.k8s.io",
+                    _ => "channel.k8s.io",
+                };
+                let session = websocket::adapt(io, protocol).await;
+                remotecommand::serve(
+                    session,
+                    command,
+                    Some(session_protocol),
                     containers,
                     timeouts,
                 )

@@ -1310,31 +1310,27 @@ pub fn encode_frame(
             }
             put_control(dst, TYPE_SYN_STREAM, flags, &payload)
         }
-        Frame::SynReply(f) => {
-            let id = stream_in_range("SYN_REPLY", f.stream_id, false)?;
-            let block = compressor.compress(&f.headers)?;
+        // SYN_REPLY and HEADERS share one layout: stream id, header block.
+        Frame::SynReply(SynReply {
+            stream_id,
+            fin,
+            headers,
+        })
+        | Frame::Headers(HeadersFrame {
+            stream_id,
+            fin,
+            headers,
+        }) => {
+            let (name, kind) = match frame {
+                Frame::SynReply(_) => ("SYN_REPLY", TYPE_SYN_REPLY),
+                _ => ("HEADERS", TYPE_HEADERS),
+            };
+            let id = stream_in_range(name, *stream_id, false)?;
+            let block = compressor.compress(headers)?;
             let mut payload = Vec::with_capacity(4 + block.len());
             payload.put_u32(id);
             payload.put_slice(&block);
-            put_control(
-                dst,
-                TYPE_SYN_REPLY,
-                if f.fin { FLAG_FIN } else { 0 },
-                &payload,
-            )
-        }
-        Frame::Headers(f) => {
-            let id = stream_in_range("HEADERS", f.stream_id, false)?;
-            let block = compressor.compress(&f.headers)?;
-            let mut payload = Vec::with_capacity(4 + block.len());
-            payload.put_u32(id);
-            payload.put_slice(&block);
-            put_control(
-                dst,
-                TYPE_HEADERS,
-                if f.fin { FLAG_FIN } else { 0 },
-                &payload,
-            )
+            put_control(dst, kind, if *fin { FLAG_FIN } else { 0 }, &payload)
         }
         Frame::RstStream(f) => {
             let id = stream_in_range("RST_STREAM", f.stream_id, false)?;

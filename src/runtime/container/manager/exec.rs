@@ -424,11 +424,6 @@ impl ContainerManager {
             message: e.to_string(),
         })
     }
-
-    /// Whether the container was created with a terminal.
-    pub fn has_tty(&self, id: &ContainerId) -> bool {
-        self.record(id).is_some_and(|r| r.spec.tty)
-    }
 }
 
 /// Sets `key` in the process's env (replacing it if present).

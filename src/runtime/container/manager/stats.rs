@@ -76,14 +76,16 @@ impl ContainerManager {
             .sandboxes
             .list(filter)
             .map_err(|e| ContainerError::Internal(e.to_string()))?;
+        self.forget_gone_samples();
         let mut out = Vec::with_capacity(pods.len());
         for record in pods {
-            let containers = self
-                .list_stats(&ContainerFilter {
+            let recs = self
+                .list(&ContainerFilter {
                     pod_id: Some(record.id.to_string()),
                     ..Default::default()
                 })
                 .await?;
+            let containers = self.sample(recs).await?;
             let me = self.clone();
             let pod = record.clone();
             let (cgroup, interfaces, now) = blocking(move || {
@@ -138,7 +140,13 @@ impl ContainerManager {
         &self,
         filter: &ContainerFilter,
     ) -> Result<Vec<ContainerStats>, ContainerError> {
+        self.forget_gone_samples();
         let recs = self.list(filter).await?;
+        self.sample(recs).await
+    }
+
+    /// Drops the CPU samples of containers and pods that no longer exist.
+    fn forget_gone_samples(&self) {
         let mut known: Vec<String> = lock(&self.inner.records)
             .keys()
             .map(|k| k.as_str().to_owned())
@@ -152,7 +160,6 @@ impl ContainerManager {
                 .map(|p| p.id.to_string()),
         );
         self.inner.cpu_samples.keep_only(&known);
-        self.sample(recs).await
     }
 
     async fn sample(
