@@ -192,7 +192,10 @@ async fn port_forward_over_websocket() {
                         .to_lowercase()
                         .contains("refused")
                 });
-            if done {
+            // httpd not listening yet: port 8080's error channel says so
+            // (beyond its 2-byte port prefix); try again.
+            let not_yet = got.get(&1).is_some_and(|d| d.len() > 2);
+            if done || not_yet {
                 break;
             }
             match tokio::time::timeout_at(deadline, ws.next()).await {

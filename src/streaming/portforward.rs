@@ -36,11 +36,10 @@ const CHUNK: usize = 32 * 1024;
 /// One forwarded connection as its streams arrive.
 #[derive(Debug, Default)]
 struct Request {
-    port: u16,
     error: Option<u32>,
     data: Option<u32>,
-    /// To the target connection's writer: bytes, or `None` = end of input.
-    to_target: Option<mpsc::Sender<Option<Bytes>>>,
+    /// To the target connection's writer; dropped at the end of input.
+    to_target: Option<mpsc::Sender<Bytes>>,
 }
 
 /// Connects to `localhost:port` from inside `netns` (on a thread of its
@@ -63,6 +62,52 @@ async fn connect_in(netns: Option<PathBuf>, port: u16) -> std::io::Result<TcpStr
     });
     rx.await
         .map_err(|_| std::io::Error::other("the connecting thread died"))?
+}
+
+/// Connects to `localhost:port` in `netns` and copies both ways: bytes
+/// from `from_client` to the target (its closing ends the target's input),
+/// the target's bytes through `send` (false: stop). Err: the connect
+/// failed; the message is for the client's error stream.
+async fn forward<S, Fut>(
+    netns: Option<PathBuf>,
+    port: u16,
+    pod: &str,
+    mut from_client: mpsc::Receiver<Bytes>,
+    mut send: S,
+) -> Result<(), String>
+where
+    S: FnMut(Bytes) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let conn = connect_in(netns, port).await.and_then(|c| {
+        c.set_nonblocking(true)?;
+        tokio::net::TcpStream::from_std(c)
+    });
+    let conn = conn.map_err(|e| format!("error forwarding port {port} to pod {pod}: {e}"))?;
+    let (mut rd, mut wr) = conn.into_split();
+    let inbound = async move {
+        while let Some(bytes) = from_client.recv().await {
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    };
+    let outbound = async move {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if !send(Bytes::copy_from_slice(&buf[..n])).await {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::join!(inbound, outbound);
+    Ok(())
 }
 
 /// Runs one port-forward session on an upgraded connection.
@@ -115,50 +160,21 @@ where
                     let _ = tx.send(data(data_id, true, Bytes::new())).await;
                     continue;
                 };
-                r.port = port;
-                let (to_target, mut from_client) = mpsc::channel::<Option<Bytes>>(16);
+                let (to_target, from_client) = mpsc::channel::<Bytes>(16);
                 r.to_target = Some(to_target);
                 let (tx, netns, pod) = (tx.clone(), spec.netns.clone(), spec.pod_id.clone());
                 tasks.push(tokio::spawn(async move {
-                    let conn = connect_in(netns, port).await.and_then(|c| {
-                        c.set_nonblocking(true)?;
-                        tokio::net::TcpStream::from_std(c)
-                    });
-                    let conn = match conn {
-                        Ok(c) => c,
-                        Err(e) => {
-                            let msg = format!("error forwarding port {port} to pod {pod}: {e}");
-                            let _ = tx.send(data(error_id, true, Bytes::from(msg))).await;
-                            let _ = tx.send(data(data_id, true, Bytes::new())).await;
-                            return;
-                        }
+                    let sent = |chunk| {
+                        let tx = tx.clone();
+                        async move { tx.send(data(data_id, false, chunk)).await.is_ok() }
                     };
-                    let (mut rd, mut wr) = conn.into_split();
-                    let inbound = async move {
-                        while let Some(Some(bytes)) = from_client.recv().await {
-                            if wr.write_all(&bytes).await.is_err() {
-                                break;
-                            }
-                        }
-                        let _ = wr.shutdown().await;
-                    };
-                    let tx2 = tx.clone();
-                    let outbound = async move {
-                        let mut buf = vec![0u8; CHUNK];
-                        loop {
-                            match rd.read(&mut buf).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => {
-                                    let chunk = Bytes::copy_from_slice(&buf[..n]);
-                                    if tx2.send(data(data_id, false, chunk)).await.is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                        let _ = tx2.send(data(data_id, true, Bytes::new())).await;
-                    };
-                    tokio::join!(inbound, outbound);
+                    let result = forward(netns, port, &pod, from_client, sent).await;
+                    if let Err(msg) = result {
+                        let _ = tx.send(data(error_id, true, Bytes::from(msg))).await;
+                        let _ = tx.send(data(data_id, true, Bytes::new())).await;
+                        return;
+                    }
+                    let _ = tx.send(data(data_id, true, Bytes::new())).await;
                     let _ = tx.send(data(error_id, true, Bytes::new())).await;
                 }));
             }
@@ -170,14 +186,14 @@ where
                 let Some(r) = requests.get_mut(request_id) else {
                     continue;
                 };
-                if let Some(to) = &r.to_target {
-                    if !d.data.is_empty() {
-                        let _ = to.send(Some(d.data.clone())).await;
-                    }
-                    if d.fin {
-                        let _ = to.send(None).await;
-                        r.to_target = None;
-                    }
+                if let Some(to) = &r.to_target
+                    && !d.data.is_empty()
+                {
+                    let _ = to.send(d.data.clone()).await;
+                }
+                if d.fin {
+                    // Dropping the sender ends the target's input.
+                    r.to_target = None;
                 }
             }
             Frame::RstStream(r) => {
@@ -253,46 +269,17 @@ pub async fn serve_portforward_ws<IO>(
         let prefix = Bytes::copy_from_slice(&port.to_le_bytes());
         let _ = tx.send((data_ch, prefix.clone())).await;
         let _ = tx.send((err_ch, prefix)).await;
-        let (to_target, mut from_client) = mpsc::channel::<Bytes>(16);
+        let (to_target, from_client) = mpsc::channel::<Bytes>(16);
         targets.push(Some(to_target));
         let (tx, netns, pod) = (tx.clone(), spec.netns.clone(), spec.pod_id.clone());
         tasks.push(tokio::spawn(async move {
-            let conn = connect_in(netns, port).await.and_then(|c| {
-                c.set_nonblocking(true)?;
-                tokio::net::TcpStream::from_std(c)
-            });
-            let conn = match conn {
-                Ok(c) => c,
-                Err(e) => {
-                    let msg = format!("error forwarding port {port} to pod {pod}: {e}");
-                    let _ = tx.send((err_ch, Bytes::from(msg))).await;
-                    return;
-                }
+            let sent = |chunk| {
+                let tx = tx.clone();
+                async move { tx.send((data_ch, chunk)).await.is_ok() }
             };
-            let (mut rd, mut wr) = conn.into_split();
-            let inbound = async move {
-                while let Some(bytes) = from_client.recv().await {
-                    if wr.write_all(&bytes).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = wr.shutdown().await;
-            };
-            let outbound = async move {
-                let mut buf = vec![0u8; CHUNK];
-                loop {
-                    match rd.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            let chunk = Bytes::copy_from_slice(&buf[..n]);
-                            if tx.send((data_ch, chunk)).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            };
-            tokio::join!(inbound, outbound);
+            if let Err(msg) = forward(netns, port, &pod, from_client, sent).await {
+                let _ = tx.send((err_ch, Bytes::from(msg))).await;
+            }
         }));
     }
     loop {
