@@ -49,6 +49,17 @@ enum Pending {
     PortForward(PortForwardSpec),
 }
 
+impl Pending {
+    /// The first segment of its URL's path.
+    fn path(&self) -> &'static str {
+        match self {
+            Pending::Remote(Command::Exec(_)) => "exec",
+            Pending::Remote(Command::Attach(_)) => "attach",
+            Pending::PortForward(_) => "portforward",
+        }
+    }
+}
+
 /// The running streaming server.
 #[derive(Debug, Clone)]
 pub struct StreamServer {
@@ -149,26 +160,23 @@ impl StreamServer {
 
     /// A single-use URL for an exec session.
     pub fn exec_url(&self, spec: ExecSpec) -> std::io::Result<String> {
-        let token = self
-            .inner
-            .tokens
-            .insert(Pending::Remote(Command::Exec(spec)))?;
-        Ok(format!("{}/exec/{token}", self.inner.base_url))
+        self.url(Pending::Remote(Command::Exec(spec)))
     }
 
     /// A single-use URL for an attach session.
     pub fn attach_url(&self, spec: AttachSpec) -> std::io::Result<String> {
-        let token = self
-            .inner
-            .tokens
-            .insert(Pending::Remote(Command::Attach(spec)))?;
-        Ok(format!("{}/attach/{token}", self.inner.base_url))
+        self.url(Pending::Remote(Command::Attach(spec)))
     }
 
     /// A single-use URL for a port-forward session.
     pub fn portforward_url(&self, spec: PortForwardSpec) -> std::io::Result<String> {
-        let token = self.inner.tokens.insert(Pending::PortForward(spec))?;
-        Ok(format!("{}/portforward/{token}", self.inner.base_url))
+        self.url(Pending::PortForward(spec))
+    }
+
+    fn url(&self, pending: Pending) -> std::io::Result<String> {
+        let kind = pending.path();
+        let token = self.inner.tokens.insert(pending)?;
+        Ok(format!("{}/{kind}/{token}", self.inner.base_url))
     }
 }
 
@@ -250,15 +258,12 @@ fn negotiate(client: &[String], ours: &[&'static str]) -> Result<Option<&'static
 
 fn handle(inner: Arc<Inner>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
-    let token = match path.split_once('/').map(|(_, rest)| rest.split_once('/')) {
-        Some(Some((kind @ ("exec" | "attach" | "portforward"), token))) => (kind, token),
-        _ => return plain(StatusCode::NOT_FOUND, "not found"),
+    // `/<kind>/<token>`: the token must have been made for that kind.
+    let Some((kind, token)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
+        return plain(StatusCode::NOT_FOUND, "not found");
     };
-    let (kind, token) = token;
-    let pending = match (kind, inner.tokens.take(token)) {
-        ("exec", Some(p @ Pending::Remote(Command::Exec(_))))
-        | ("attach", Some(p @ Pending::Remote(Command::Attach(_))))
-        | ("portforward", Some(p @ Pending::PortForward(_))) => p,
+    let pending = match inner.tokens.take(token) {
+        Some(p) if p.path() == kind => p,
         _ => return plain(StatusCode::NOT_FOUND, "unknown or expired streaming token"),
     };
     let upgrade_to = |want: &str| {
