@@ -204,10 +204,9 @@ pub fn receive_console(
     abort: Option<std::os::fd::BorrowedFd<'_>>,
     wait: std::time::Duration,
 ) -> io::Result<Option<std::os::fd::OwnedFd>> {
-    use std::os::fd::{AsFd as _, AsRawFd as _};
+    use std::os::fd::AsFd as _;
 
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     let deadline = std::time::Instant::now() + wait;
     listener.set_nonblocking(true)?;
     let stream = loop {
@@ -244,21 +243,9 @@ pub fn receive_console(
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     let mut data = [0u8; 4096];
-    let mut iov = [io::IoSliceMut::new(&mut data)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
-    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg
-            && let Some(fd) = fds.first()
-        {
-            return Ok(Some(crate::sys::process::received_fd(*fd)));
-        }
+    let (_, fds) = crate::sys::process::recv_with_fds(stream.as_fd(), &mut data)?;
+    if let Some(fd) = fds.into_iter().next() {
+        return Ok(Some(fd));
     }
     Err(io::Error::other(
         "no file descriptor in the console message",

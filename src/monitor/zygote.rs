@@ -30,8 +30,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Mutex;
 
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
-    sendmsg, socketpair,
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, recvmsg, sendmsg, socketpair,
 };
 
 use crate::sys::process;
@@ -124,32 +123,11 @@ type Received = (Option<Kind>, PathBuf, Vec<OwnedFd>);
 
 /// One request; `None` at end of file.
 fn receive(sock: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Option<Received>> {
-    let mut cmsg = nix::cmsg_space!([RawFd; 8]);
-    let mut iov = [IoSliceMut::new(buf)];
-    let (n, fds) = loop {
-        match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(msg) => {
-                let mut fds = Vec::new();
-                for c in msg.cmsgs()? {
-                    if let ControlMessageOwned::ScmRights(raw) = c {
-                        fds.extend(raw.into_iter().map(process::received_fd));
-                    }
-                }
-                break (msg.bytes, fds);
-            }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e),
-        }
-    };
+    let (n, fds) = process::recv_with_fds(sock, buf)?;
     if n == 0 && fds.is_empty() {
         return Ok(None);
     }
-    let msg = &iov[0][..n];
+    let msg = &buf[..n];
     let kind = msg.first().copied().and_then(Kind::from_tag);
     let path = std::ffi::OsStr::from_bytes(msg.get(1..).unwrap_or_default());
     Ok(Some((kind, PathBuf::from(path), fds)))

@@ -68,6 +68,38 @@ pub fn set_winsize(fd: BorrowedFd<'_>, width: u16, height: u16) -> nix::Result<(
     unsafe { tiocswinsz(fd.as_raw_fd(), &ws) }.map(drop)
 }
 
+/// Receives one message into `buf` with up to 8 descriptors attached
+/// (SCM_RIGHTS, close-on-exec); retried on EINTR. The bytes received and
+/// the descriptors, owned.
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> nix::Result<(usize, Vec<std::os::fd::OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 8]);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    loop {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                for c in msg.cmsgs()? {
+                    if let ControlMessageOwned::ScmRights(raw) = c {
+                        fds.extend(raw.into_iter().map(received_fd));
+                    }
+                }
+                return Ok((msg.bytes, fds));
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Takes ownership of a descriptor the kernel just installed in this
 /// process from an SCM_RIGHTS message.
 pub fn received_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
