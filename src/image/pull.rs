@@ -2,10 +2,11 @@
 //! index), fetch and verify the config, then download, verify and unpack
 //! every missing layer concurrently while it streams.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::TryStreamExt;
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 
 use super::catalog::{ImageRecord, LayerRecord};
 use super::error::ImageError;
@@ -13,15 +14,16 @@ use super::layers::LayerExpect;
 use super::manager::{ImageManager, Merged, now_ns};
 use super::manifest::{self, Descriptor, ImageConfig, Platform, Served};
 use super::reference::Reference;
-use super::registry::Credentials;
+use super::registry::{Credentials, RegistryError};
 use crate::id::{ChainId, Digest, ImageId, chain_id};
 use crate::store::{Table, Write};
 
 impl ImageManager {
     /// Pulls `image` and returns its id. Layers already present are reused;
     /// layers and blobs being fetched by another pull are waited for, not
-    /// fetched twice.
-    #[tracing::instrument(skip_all, fields(image = image))]
+    /// fetched twice. Runs in a `pull` span; each download in a `blob` span
+    /// below it, so an exported trace of PullImage shows where time went.
+    #[tracing::instrument(name = "pull", skip_all, fields(image = image))]
     pub async fn pull(&self, image: &str, creds: &Credentials) -> Result<ImageId, ImageError> {
         let r = Reference::parse_with_default_registry(image, &self.inner.cfg.default_registry)
             .map_err(Box::new)?;
@@ -135,7 +137,8 @@ impl ImageManager {
         }
         let me = self.clone();
         let (r2, name2, desc2, creds2) = (r.clone(), name.to_owned(), desc.clone(), creds.clone());
-        self.merged(format!("blob:{}", desc.digest), async move {
+        let span = tracing::info_span!("blob", digest = %desc.digest, kind = "config");
+        let work = async move {
             let resp = me
                 .inner
                 .registry
@@ -182,8 +185,9 @@ impl ImageManager {
                 .await
                 .map_err(|e| ImageError::Internal(e.to_string()))?
                 .map_err(ImageError::io(format!("storing config {}", desc2.digest)))
-        })
-        .await?;
+        };
+        self.merged(format!("blob:{}", desc.digest), work.instrument(span))
+            .await?;
         self.inner
             .content
             .get(&desc.digest)
@@ -214,14 +218,18 @@ impl ImageManager {
             }
             let me = self.clone();
             let (r, name, creds, sem) = (r.clone(), name.to_owned(), creds.clone(), sem.clone());
-            tasks.spawn(async move {
-                let _permit = sem.acquire_owned().await;
-                me.merged(
-                    format!("layer:{}", want.chain_id),
-                    me.clone().fetch_layer(r, name, want, parent, creds),
-                )
-                .await
-            });
+            tasks.spawn(
+                async move {
+                    let _permit = sem.acquire_owned().await;
+                    // Made here, not inside fetch_layer: the download runs in
+                    // a task of its own and would lose its parent span.
+                    let span = tracing::info_span!("blob", digest = %want.digest, kind = "layer");
+                    let key = format!("layer:{}", want.chain_id);
+                    let work = me.clone().fetch_layer(r, name, want, parent, creds);
+                    me.merged(key, work.instrument(span)).await
+                }
+                .in_current_span(),
+            );
         }
         let mut first_err = None;
         while let Some(res) = tasks.join_next().await {
@@ -266,16 +274,37 @@ impl ImageManager {
                 image: name.clone(),
                 source: Box::new(source),
             })?;
-        let reader = tokio_util::io::StreamReader::new(resp.stream.map_err(std::io::Error::other));
+        // A transfer that failed (stalled, cut) is the cause of whatever the
+        // unpacker then reports (often a short blob), so it is kept aside
+        // and reported instead.
+        let transfer_error: Arc<Mutex<Option<RegistryError>>> = Arc::default();
+        let seen = transfer_error.clone();
+        let reader = tokio_util::io::StreamReader::new(resp.stream.map_err(move |e| {
+            let io = std::io::Error::other(e.to_string());
+            *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            io
+        }));
         let bridge = tokio_util::io::SyncIoBridge::new(reader);
         let layers = self.inner.layers.clone();
         let want2 = want.clone();
         let stats = tokio::task::spawn_blocking(move || layers.unpack_verified(bridge, &want2))
             .await
             .map_err(|e| ImageError::Internal(format!("unpack task: {e}")))?
-            .map_err(|source| ImageError::Layer {
-                image: name,
-                source: Box::new(source),
+            .map_err(|source| {
+                let cause = transfer_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                match cause {
+                    Some(e) => ImageError::Registry {
+                        image: name,
+                        source: Box::new(e),
+                    },
+                    None => ImageError::Layer {
+                        image: name,
+                        source: Box::new(source),
+                    },
+                }
             })?;
         let rec = LayerRecord {
             chain_id: want.chain_id.clone(),

@@ -8,6 +8,7 @@
 
 mod cni;
 mod config;
+pub mod default_conf;
 mod exec;
 mod result;
 

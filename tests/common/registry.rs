@@ -35,14 +35,7 @@ impl Registry {
     }
 
     fn start_inner(credentials: Option<(String, String)>) -> Registry {
-        assert!(
-            Path::new(REGISTRY_BIN).exists(),
-            "{REGISTRY_BIN} not found: install Debian's docker-registry package (hack/install-deps.sh)"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("crius-registry-")
-            .tempdir()
-            .expect("creating the registry temp dir");
+        let dir = registry_dir("crius-registry-");
         let storage = dir.path().join("storage");
         std::fs::create_dir(&storage).expect("creating registry storage dir");
         let auth = match &credentials {
@@ -68,16 +61,7 @@ impl Registry {
             ),
         )
         .expect("writing registry config");
-        let access = std::fs::File::create(dir.path().join("access.log")).expect("access log");
-        let errors = std::fs::File::create(dir.path().join("registry.log")).expect("log");
-        let mut child = Command::new(REGISTRY_BIN)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(access)
-            .stderr(errors)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {REGISTRY_BIN}: {e}"));
+        let mut child = spawn_registry(dir.path(), &config);
         match wait_until_up(&mut child, dir.path(), credentials.is_some()) {
             Ok(addr) => Registry {
                 child,
@@ -86,6 +70,60 @@ impl Registry {
                 credentials,
             },
             Err(log) => panic!("docker-registry did not start: {log}"),
+        }
+    }
+
+    /// A TLS registry on `ip` (a loopback address) serving the storage of
+    /// `storage_of` (push there over plain HTTP; both read the same files).
+    /// With `client_ca`, it requires a client certificate signed by it.
+    /// [`Registry::url`] and [`Registry::root_dir`] do not apply to it.
+    pub fn start_tls_over(
+        storage_of: &Registry,
+        ip: &str,
+        server: &super::tls::CertPair,
+        client_ca: Option<&Path>,
+    ) -> Registry {
+        let dir = registry_dir("crius-registry-tls-");
+        let clientcas = client_ca.map_or(String::new(), |ca| {
+            format!("    clientcas:\n      - {}\n", ca.display())
+        });
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {ip}:0\n  tls:\n    certificate: {}\n    key: {}\n{clientcas}",
+                storage_of.root_dir().display(),
+                server.cert.display(),
+                server.key.display(),
+            ),
+        )
+        .expect("writing registry config");
+        let mut child = spawn_registry(dir.path(), &config);
+        // Plain GETs do not work against TLS: being connectable is enough.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            if let Some(status) = child.try_wait().expect("polling docker-registry") {
+                let log = std::fs::read_to_string(dir.path().join("registry.log"));
+                panic!("TLS docker-registry exited with {status}: {log:?}");
+            }
+            if let Some(port) = listening_port(child.id()) {
+                let addr = format!("{ip}:{port}");
+                if TcpStream::connect(&addr).is_ok() {
+                    break addr;
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("TLS docker-registry not listening after 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Registry {
+            child,
+            addr,
+            dir,
+            credentials: None,
         }
     }
 
@@ -230,6 +268,33 @@ fn wait_until_up(child: &mut Child, dir: &Path, auth: bool) -> Result<String, St
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A temp dir for one registry (its config and logs), after checking the
+/// registry binary is installed.
+fn registry_dir(prefix: &str) -> tempfile::TempDir {
+    assert!(
+        Path::new(REGISTRY_BIN).exists(),
+        "{REGISTRY_BIN} not found: install Debian's docker-registry package (hack/install-deps.sh)"
+    );
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("creating the registry temp dir")
+}
+
+/// `docker-registry serve <config>`, access log and error log in `dir`.
+fn spawn_registry(dir: &Path, config: &Path) -> Child {
+    let access = std::fs::File::create(dir.join("access.log")).expect("access log");
+    let errors = std::fs::File::create(dir.join("registry.log")).expect("log");
+    Command::new(REGISTRY_BIN)
+        .arg("serve")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(access)
+        .stderr(errors)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {REGISTRY_BIN}: {e}"))
 }
 
 /// The TCP port process `pid` listens on: its socket inodes (from

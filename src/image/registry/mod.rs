@@ -1,5 +1,7 @@
 //! OCI distribution client, pull side: manifests and blobs over HTTP(S), with
-//! registry auth (Basic, Bearer token service, OAuth2 refresh tokens) and mirrors.
+//! registry auth (Basic, Bearer token service, OAuth2 refresh tokens), mirrors
+//! with capabilities, per-endpoint TLS (CAs, client certificates) and node
+//! credentials.
 //!
 //! Owns talking to registries only. It does not interpret manifests beyond
 //! their media type, store content, or verify blob digests (the content store
@@ -8,22 +10,30 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, TryStreamExt};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
-use tracing::{debug, warn};
+use tracing::debug;
 
 mod auth;
 mod error;
+mod hosts;
+mod node_auth;
+mod response;
+mod tls;
 
 use auth::*;
 pub use auth::{Credentials, credentials_from_auth};
 pub use error::RegistryError;
+use hosts::{EndpointSpec, Hosts, Need, Stamp};
+use node_auth::NodeAuth;
+use response::*;
+use tls::TlsSettings;
 
 use super::reference::Reference;
 use crate::config::ImageConfig;
@@ -32,7 +42,7 @@ use crate::id::Digest;
 /// Largest manifest or index accepted: real ones are a few KiB, and the body
 /// is held in memory before it is hashed.
 pub const MANIFEST_SIZE_LIMIT: u64 = 4 << 20;
-const ERROR_BODY_LIMIT: u64 = 64 << 10;
+pub(super) const ERROR_BODY_LIMIT: u64 = 64 << 10;
 const TOKEN_BODY_LIMIT: u64 = 1 << 20;
 
 pub use super::manifest::{
@@ -81,22 +91,60 @@ impl fmt::Debug for BlobResponse {
 /// A registry client. Cheap to clone; clones share connections and tokens.
 #[derive(Debug, Clone)]
 pub struct RegistryClient {
-    http: reqwest::Client,
-    insecure: Vec<String>,
-    mirrors: HashMap<String, Vec<Url>>,
+    hosts: Arc<Hosts>,
+    node_auth: Arc<NodeAuth>,
+    /// One HTTP client per distinct TLS set-up and timeout; the files'
+    /// stamps are part of the key so a renewed CA or certificate is read.
+    clients: Arc<Mutex<HashMap<ClientKey, reqwest::Client>>>,
+    /// No body bytes for this long: the transfer fails.
+    stall: Duration,
     auth: Arc<AuthCache>,
 }
 
+type ClientKey = (TlsSettings, Duration, Vec<Stamp>);
+
 impl RegistryClient {
     pub fn new(cfg: &ImageConfig) -> Result<Self, RegistryError> {
-        let timeout = Duration::from_secs(cfg.request_timeout_secs.max(1));
+        let me = Self {
+            hosts: Arc::new(Hosts::new(cfg)?),
+            node_auth: Arc::new(NodeAuth::new(&cfg.credentials_file)),
+            clients: Arc::default(),
+            stall: Duration::from_secs(cfg.pull_progress_timeout_secs.max(1)),
+            auth: Arc::default(),
+        };
+        // Fail at start-up, not at the first pull, when even the default
+        // TLS set-up cannot be built.
+        me.http(
+            "(default)",
+            &TlsSettings::default(),
+            Duration::from_secs(cfg.request_timeout_secs.max(1)),
+        )?;
+        Ok(me)
+    }
+
+    /// The HTTP client for endpoints with these TLS settings and timeout.
+    fn http(
+        &self,
+        registry: &str,
+        tls: &TlsSettings,
+        timeout: Duration,
+    ) -> Result<reqwest::Client, RegistryError> {
+        let files = tls
+            .ca_files
+            .iter()
+            .chain(tls.client.iter().flat_map(|(c, k)| [c, k]));
+        let key = (tls.clone(), timeout, files.map(|f| Stamp::of(f)).collect());
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
         let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls_config()?)
+            .tls_backend_preconfigured(tls::client_config(tls, registry)?)
             .user_agent(USER_AGENT)
-            // Connect and per-read only: an overall timeout would cut off
-            // multi-GiB layers on slow links.
+            // Connect only: waiting for an answer is bounded per request
+            // (`send` below) and bodies by the progress timeout, so a slow
+            // multi-GiB layer that keeps moving is never cut off.
             .connect_timeout(timeout)
-            .read_timeout(timeout)
             // reqwest drops Authorization (and cookies) whenever a redirect
             // changes scheme, host or port, so registry credentials never reach
             // the blob storage that registries redirect to.
@@ -105,28 +153,10 @@ impl RegistryClient {
             .map_err(|e| RegistryError::Client {
                 cause: error_chain(&e),
             })?;
-        let mut mirrors = HashMap::new();
-        for (registry, endpoints) in &cfg.mirrors {
-            let mut urls = Vec::new();
-            for ep in endpoints {
-                match Url::parse(ep) {
-                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => urls.push(u),
-                    _ => {
-                        return Err(RegistryError::InvalidMirror {
-                            registry: registry.clone(),
-                            endpoint: ep.clone(),
-                        });
-                    }
-                }
-            }
-            mirrors.insert(registry.clone(), urls);
-        }
-        Ok(Self {
-            http,
-            insecure: cfg.insecure_registries.clone(),
-            mirrors,
-            auth: Arc::default(),
-        })
+        // Settings that changed leave old clients behind; a handful at most.
+        clients.retain(|(t, d, _), _| !(t == &key.0 && *d == key.1));
+        clients.insert(key, http.clone());
+        Ok(http)
     }
 
     /// GETs the manifest named by `r`: by digest if it has one, else by tag.
@@ -140,8 +170,8 @@ impl RegistryClient {
             // A Reference always has a tag or a digest.
             None => {
                 let tag = r.tag().unwrap_or("latest");
-                self.over_endpoints(r.registry(), move |ep| {
-                    self.manifest_from(ep, r, tag, None, creds)
+                self.over_endpoints(r.registry(), Need::Resolve, creds, move |ep| {
+                    self.manifest_from(ep, r, tag, None)
                 })
                 .await
             }
@@ -155,86 +185,121 @@ impl RegistryClient {
         digest: &Digest,
         creds: &Credentials,
     ) -> Result<FetchedManifest, RegistryError> {
-        self.over_endpoints(r.registry(), move |ep| {
-            self.manifest_from(ep, r, digest.as_str(), Some(digest), creds)
+        self.over_endpoints(r.registry(), Need::Pull, creds, move |ep| {
+            self.manifest_from(ep, r, digest.as_str(), Some(digest))
         })
         .await
     }
 
-    /// GETs blob `digest` in `r`'s repository as a stream.
+    /// GETs blob `digest` in `r`'s repository as a stream. The stream fails
+    /// when no bytes arrive for `image.pull_progress_timeout_secs`.
     pub async fn fetch_blob(
         &self,
         r: &Reference,
         digest: &Digest,
         creds: &Credentials,
     ) -> Result<BlobResponse, RegistryError> {
-        self.over_endpoints(r.registry(), move |ep| self.blob_from(ep, r, digest, creds))
-            .await
+        self.over_endpoints(r.registry(), Need::Pull, creds, move |ep| {
+            self.blob_from(ep, r, digest)
+        })
+        .await
     }
 
-    /// Tries each mirror, then the registry. A mirror is an optimisation and
-    /// the registry the authority, so any mirror failure (unreachable, 404,
-    /// 5xx, but also auth or bad content) falls through to the next endpoint.
+    /// The endpoint to try: its HTTP client, and the credentials it gets.
+    /// Kubelet's credentials win; without them the node credentials file
+    /// is asked for the mirror's own host, or for the registry.
+    fn endpoint(
+        &self,
+        registry: &str,
+        spec: &EndpointSpec,
+        creds: &Credentials,
+    ) -> Result<Endpoint, RegistryError> {
+        let host = spec.host_port();
+        let creds = match creds {
+            Credentials::Anonymous => {
+                let by_name = if spec.mirror {
+                    None
+                } else {
+                    self.node_auth.lookup(registry)?
+                };
+                match by_name {
+                    Some(c) => c,
+                    None => self
+                        .node_auth
+                        .lookup(&host)?
+                        .unwrap_or(Credentials::Anonymous),
+                }
+            }
+            given => given.clone(),
+        };
+        Ok(Endpoint {
+            root: spec.root.clone(),
+            mirror: spec.mirror,
+            http: self.http(registry, &spec.tls, spec.timeout)?,
+            timeout: spec.timeout,
+            creds,
+        })
+    }
+
+    /// Tries each mirror able to do `need`, then the registry. A mirror is
+    /// an optimisation and the registry the authority, so any mirror failure
+    /// (unreachable, 404, 5xx, but also auth, TLS or bad content) falls
+    /// through to the next endpoint. Connection errors, 429 and 5xx are
+    /// retried on the same endpoint `retries` times first.
     async fn over_endpoints<T, F, Fut>(
         &self,
         registry: &str,
+        need: Need,
+        creds: &Credentials,
         mut attempt: F,
     ) -> Result<T, RegistryError>
     where
         F: FnMut(Endpoint) -> Fut,
         Fut: Future<Output = Result<T, RegistryError>>,
     {
+        let specs = self.hosts.endpoints(registry)?;
         let mut mirror_errors = Vec::new();
-        for base in self.mirrors.get(registry).into_iter().flatten() {
-            let ep = Endpoint {
-                base: base.clone(),
-                mirror: true,
+        let mut last = None;
+        for spec in specs.iter().filter(|s| s.can(need)) {
+            let mut result = match self.endpoint(registry, spec, creds) {
+                Ok(ep) => attempt(ep).await,
+                Err(e) => Err(e),
             };
-            match attempt(ep).await {
+            let mut tries = 0;
+            while let Err(e) = &result
+                && tries < spec.retries
+                && retryable(e)
+            {
+                tries += 1;
+                let pause = Duration::from_millis(250 << tries.min(4));
+                debug!(endpoint = %spec.root, error = %e, attempt = tries, "retrying registry request");
+                tokio::time::sleep(pause).await;
+                result = match self.endpoint(registry, spec, creds) {
+                    Ok(ep) => attempt(ep).await,
+                    Err(e) => Err(e),
+                };
+            }
+            match result {
                 Ok(v) => return Ok(v),
-                Err(e) => {
-                    debug!(mirror = %base, error = %e, "mirror failed, trying the next endpoint");
+                Err(e) if spec.mirror => {
+                    debug!(mirror = %spec.root, error = %e, "mirror failed, trying the next endpoint");
                     mirror_errors.push(e);
                 }
+                Err(e) => last = Some(e),
             }
         }
-        match attempt(self.upstream(registry)?).await {
-            Ok(v) => Ok(v),
+        match last {
             // On an air-gapped node the registry is unreachable by design and
             // the mirror's answer is the one worth reporting.
-            Err(e @ RegistryError::Unreachable { .. }) => Err(mirror_errors
+            Some(e @ RegistryError::Unreachable { .. }) => Err(mirror_errors
                 .into_iter()
                 .find(|m| !matches!(m, RegistryError::Unreachable { .. }))
                 .unwrap_or(e)),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn upstream(&self, registry: &str) -> Result<Endpoint, RegistryError> {
-        let base = if registry == "docker.io" {
-            "https://registry-1.docker.io".to_owned()
-        } else {
-            let host = match registry.strip_prefix('[') {
-                Some(_) => registry.split_inclusive(']').next().unwrap_or(registry),
-                None => registry.split_once(':').map_or(registry, |(h, _)| h),
-            };
-            // Loopback is plain HTTP as in Docker and containerd: a local
-            // registry has no certificate and traffic never leaves the host.
-            let plain = matches!(host, "localhost" | "127.0.0.1" | "[::1]")
-                || self.insecure.iter().any(|i| i == registry || i == host);
-            format!("{}://{registry}", if plain { "http" } else { "https" })
-        };
-        match Url::parse(&base) {
-            Ok(base) => Ok(Endpoint {
-                base,
-                mirror: false,
-            }),
-            // Reference validated the host, so this is not expected.
-            Err(e) => Err(RegistryError::Unreachable {
-                registry: registry.to_owned(),
-                url: base,
-                cause: e.to_string(),
-            }),
+            Some(e) => Err(e),
+            // The upstream can do everything, so it was tried.
+            None => Err(mirror_errors.pop().unwrap_or(RegistryError::Client {
+                cause: format!("no endpoint configured for registry {registry}"),
+            })),
         }
     }
 
@@ -244,25 +309,19 @@ impl RegistryClient {
         r: &Reference,
         reference: &str,
         expect: Option<&Digest>,
-        creds: &Credentials,
     ) -> Result<FetchedManifest, RegistryError> {
         let ctx = Ctx::new(r, &ep, Object::Manifest(reference.to_owned()));
         let tail = format!("manifests/{reference}");
-        let resp = match self
-            .get(&ep, &ctx, &tail, Some(MANIFEST_ACCEPT), creds)
-            .await
-        {
+        let resp = match self.get(&ep, &ctx, &tail, Some(MANIFEST_ACCEPT)).await {
             // Registries (distribution among them) answer MANIFEST_UNKNOWN for
             // an unknown repository too; users need to know which name is
             // wrong, and the tag list tells.
             Err(e @ RegistryError::ManifestUnknown { .. }) if expect.is_none() => {
                 let probe = Ctx::new(r, &ep, Object::Tags);
-                return Err(
-                    match self.get(&ep, &probe, "tags/list?n=1", None, creds).await {
-                        Err(name @ RegistryError::NameUnknown { .. }) => name,
-                        _ => e,
-                    },
-                );
+                return Err(match self.get(&ep, &probe, "tags/list?n=1", None).await {
+                    Err(name @ RegistryError::NameUnknown { .. }) => name,
+                    _ => e,
+                });
             }
             other => other?,
         };
@@ -271,7 +330,7 @@ impl RegistryClient {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = read_limited(resp, MANIFEST_SIZE_LIMIT)
+        let bytes = read_limited(resp, MANIFEST_SIZE_LIMIT, self.stall)
             .await
             .map_err(|e| ctx.read_error(e, MANIFEST_SIZE_LIMIT))?;
         let digest = Digest::of(&bytes);
@@ -300,14 +359,26 @@ impl RegistryClient {
         ep: Endpoint,
         r: &Reference,
         digest: &Digest,
-        creds: &Credentials,
     ) -> Result<BlobResponse, RegistryError> {
         let ctx = Ctx::new(r, &ep, Object::Blob(digest.clone()));
         let resp = self
-            .get(&ep, &ctx, &format!("blobs/{digest}"), None, creds)
+            .get(&ep, &ctx, &format!("blobs/{digest}"), None)
             .await?;
         let size = resp.content_length();
-        let stream = resp.bytes_stream().map_err(move |e| ctx.transfer(e));
+        let stall = self.stall;
+        // Each chunk must come within `stall`; after an error the stream ends.
+        let stream = futures_util::stream::unfold(
+            Some((resp.bytes_stream(), ctx)),
+            move |state| async move {
+                let (mut body, ctx) = state?;
+                match tokio::time::timeout(stall, body.next()).await {
+                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((body, ctx)))),
+                    Ok(Some(Err(e))) => Some((Err(ctx.transfer(e)), None)),
+                    Ok(None) => None,
+                    Err(_) => Some((Err(ctx.stalled(stall)), None)),
+                }
+            },
+        );
         Ok(BlobResponse {
             size,
             stream: Box::pin(stream),
@@ -321,11 +392,11 @@ impl RegistryClient {
         ctx: &Ctx,
         tail: &str,
         accept: Option<&str>,
-        creds: &Credentials,
     ) -> Result<reqwest::Response, RegistryError> {
+        let creds = &ep.creds;
         let url_str = format!(
-            "{}/v2/{}/{tail}",
-            ep.base.as_str().trim_end_matches('/'),
+            "{}/{}/{tail}",
+            ep.root.as_str().trim_end_matches('/'),
             ctx.repository
         );
         let url = Url::parse(&url_str).map_err(|e| RegistryError::Unreachable {
@@ -350,14 +421,14 @@ impl RegistryClient {
         };
         let mut challenged = false;
         loop {
-            let mut req = self.http.get(url.clone());
+            let mut req = ep.http.get(url.clone());
             if let Some(a) = accept {
                 req = req.header(ACCEPT, a);
             }
             if let Some(h) = &auth {
                 req = req.header(AUTHORIZATION, h.clone());
             }
-            let resp = req.send().await.map_err(|e| ctx.unreachable(&url, e))?;
+            let resp = send(req, ep.timeout, ctx, &url).await?;
             let status = resp.status();
             // Query strings are left out: redirect targets carry signatures.
             debug!(url = %url, status = status.as_u16(), served_by = resp.url().host_str().unwrap_or(""), "registry GET");
@@ -369,7 +440,7 @@ impl RegistryClient {
             {
                 challenged = true;
                 self.auth.forget(&key);
-                let (header, ttl) = self.authenticate(&resp, ctx, &scope, creds).await?;
+                let (header, ttl) = self.authenticate(ep, &resp, ctx, &scope).await?;
                 self.auth.put(key.clone(), header.clone(), ttl);
                 auth = Some(header);
                 continue;
@@ -384,11 +455,12 @@ impl RegistryClient {
     /// Answers a 401: the Authorization header to retry with, and how long it lasts.
     async fn authenticate(
         &self,
+        ep: &Endpoint,
         resp: &reqwest::Response,
         ctx: &Ctx,
         scope: &str,
-        creds: &Credentials,
     ) -> Result<(HeaderValue, Duration), RegistryError> {
+        let creds = &ep.creds;
         let challenges: Vec<Challenge> = resp
             .headers()
             .get_all(WWW_AUTHENTICATE)
@@ -397,7 +469,7 @@ impl RegistryClient {
             .flat_map(parse_challenges)
             .collect();
         if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
-            return self.fetch_token(c, resp.url(), ctx, scope, creds).await;
+            return self.fetch_token(ep, c, resp.url(), ctx, scope).await;
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
             return match creds {
@@ -417,12 +489,13 @@ impl RegistryClient {
     /// spec; OAuth2 refresh-token grant for identity tokens).
     async fn fetch_token(
         &self,
+        ep: &Endpoint,
         challenge: &Challenge,
         registry_url: &Url,
         ctx: &Ctx,
         scope: &str,
-        creds: &Credentials,
     ) -> Result<(HeaderValue, Duration), RegistryError> {
+        let creds = &ep.creds;
         let realm = challenge
             .params
             .get("realm")
@@ -456,7 +529,7 @@ impl RegistryClient {
                 .ok()
                 .and_then(|u| u.query().map(str::to_owned))
                 .unwrap_or_default();
-            self.http
+            ep.http
                 .post(realm.clone())
                 .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .body(body)
@@ -474,7 +547,7 @@ impl RegistryClient {
                     q.append_pair("account", username);
                 }
             }
-            let req = self.http.get(u);
+            let req = ep.http.get(u);
             match creds {
                 Credentials::Basic { username, password } => {
                     req.header(AUTHORIZATION, basic(username, password))
@@ -482,12 +555,12 @@ impl RegistryClient {
                 _ => req,
             }
         };
-        let resp = req.send().await.map_err(|e| tctx.unreachable(&realm, e))?;
+        let resp = send(req, ep.timeout, &tctx, &realm).await?;
         debug!(realm = %realm, status = resp.status().as_u16(), "registry token request");
         if !resp.status().is_success() {
             return Err(status_error(resp, &tctx, creds).await);
         }
-        let body = read_limited(resp, TOKEN_BODY_LIMIT)
+        let body = read_limited(resp, TOKEN_BODY_LIMIT, self.stall)
             .await
             .map_err(|e| tctx.read_error(e, TOKEN_BODY_LIMIT))?;
         #[derive(Deserialize)]
@@ -516,288 +589,43 @@ impl RegistryClient {
     }
 }
 
-/// TLS with the ring provider passed explicitly, so no process-wide default
-/// provider has to be installed, and the system roots (as reqwest would use).
-fn tls_config() -> Result<rustls::ClientConfig, RegistryError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| RegistryError::Client {
-            cause: e.to_string(),
-        })?;
-    let mut tls = match rustls_platform_verifier::Verifier::new(provider) {
-        Ok(v) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(v))
-            .with_no_client_auth(),
-        Err(e) => {
-            // Still start: a node pulling only from plain-HTTP registries works,
-            // and HTTPS pulls fail with an unknown-issuer error.
-            warn!(error = %e, "no system CA certificates: HTTPS registries will fail verification; install ca-certificates");
-            builder
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        }
-    };
-    // reqwest is built without http2.
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tls)
+/// Sends `req`, waiting at most `timeout` for the response headers.
+async fn send(
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+    ctx: &Ctx,
+    url: &Url,
+) -> Result<reqwest::Response, RegistryError> {
+    match tokio::time::timeout(timeout, req.send()).await {
+        Ok(r) => r.map_err(|e| ctx.unreachable(url, e)),
+        Err(_) => Err(ctx.unreachable_because(
+            url,
+            format!(
+                "no answer within {} s (image.request_timeout_secs)",
+                timeout.as_secs()
+            ),
+        )),
+    }
 }
 
+/// Worth another try on the same endpoint: the failure may be transient.
+fn retryable(e: &RegistryError) -> bool {
+    match e {
+        RegistryError::Unreachable { .. } => true,
+        RegistryError::Http { status, .. } => *status == 429 || *status >= 500,
+        _ => false,
+    }
+}
+
+/// Where and how one request is made.
 #[derive(Debug, Clone)]
 struct Endpoint {
-    base: Url,
+    /// The API root (`…/v2`).
+    root: Url,
     mirror: bool,
-}
-
-#[derive(Debug, Clone)]
-enum Object {
-    Manifest(String),
-    Blob(Digest),
-    Token(String),
-    /// The tag list, asked only to tell an unknown repository from an unknown tag.
-    Tags,
-}
-
-impl fmt::Display for Object {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Manifest(r) => write!(f, "manifest {r}"),
-            Self::Blob(d) => write!(f, "blob {d}"),
-            Self::Token(realm) => write!(f, "auth token from {realm}"),
-            Self::Tags => write!(f, "tag list"),
-        }
-    }
-}
-
-/// What a request acts on, for error messages.
-#[derive(Debug, Clone)]
-struct Ctx {
-    registry: String,
-    repository: String,
-    object: Object,
-}
-
-impl Ctx {
-    fn new(r: &Reference, ep: &Endpoint, object: Object) -> Self {
-        let registry = if ep.mirror {
-            format!("{} (mirror {})", r.registry(), ep.base)
-        } else {
-            r.registry().to_owned()
-        };
-        Self {
-            registry,
-            repository: r.repository().to_owned(),
-            object,
-        }
-    }
-
-    fn unreachable(&self, url: &Url, e: reqwest::Error) -> RegistryError {
-        let mut url = url.clone();
-        url.set_query(None);
-        RegistryError::Unreachable {
-            registry: self.registry.clone(),
-            url: url.to_string(),
-            cause: error_chain(&e.without_url()),
-        }
-    }
-
-    fn transfer(&self, e: reqwest::Error) -> RegistryError {
-        RegistryError::Transfer {
-            registry: self.registry.clone(),
-            repository: self.repository.clone(),
-            object: self.object.to_string(),
-            cause: error_chain(&e.without_url()),
-        }
-    }
-
-    fn read_error(&self, e: ReadError, limit: u64) -> RegistryError {
-        match e {
-            ReadError::TooLarge => RegistryError::TooLarge {
-                registry: self.registry.clone(),
-                repository: self.repository.clone(),
-                object: self.object.to_string(),
-                limit,
-            },
-            ReadError::Transport(e) => self.transfer(e),
-        }
-    }
-
-    fn invalid(&self, reason: &str) -> RegistryError {
-        RegistryError::InvalidResponse {
-            registry: self.registry.clone(),
-            repository: self.repository.clone(),
-            object: self.object.to_string(),
-            reason: reason.to_owned(),
-        }
-    }
-
-    fn unauthorized(&self, creds: &Credentials, message: String) -> RegistryError {
-        let hint = match creds {
-            Credentials::Anonymous => {
-                "the repository does not exist or needs credentials, and no pull secret was given"
-            }
-            _ => "the repository does not exist or the pull secret's credentials are wrong",
-        };
-        RegistryError::Unauthorized {
-            registry: self.registry.clone(),
-            repository: self.repository.clone(),
-            message,
-            hint,
-        }
-    }
-}
-
-/// Maps a non-2xx response to an error, using the distribution error body
-/// (`{"errors":[{"code":…,"message":…}]}`) to tell what was not found.
-async fn status_error(resp: reqwest::Response, ctx: &Ctx, creds: &Credentials) -> RegistryError {
-    let status = resp.status();
-    let body = read_prefix(resp, ERROR_BODY_LIMIT).await;
-    #[derive(Deserialize)]
-    struct Body {
-        errors: Vec<Entry>,
-    }
-    #[derive(Deserialize)]
-    struct Entry {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-    }
-    let entries = serde_json::from_slice::<Body>(&body)
-        .map(|b| b.errors)
-        .unwrap_or_default();
-    let message = if entries.is_empty() {
-        let text: String = String::from_utf8_lossy(&body)
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        match text.chars().count() {
-            0 => status.canonical_reason().unwrap_or("no message").to_owned(),
-            n if n > 200 => format!("{}…", text.chars().take(200).collect::<String>()),
-            _ => text,
-        }
-    } else {
-        let parts: Vec<String> = entries
-            .iter()
-            .map(|e| match e.message.as_str() {
-                "" => e.code.clone(),
-                m => format!("{}: {m}", e.code),
-            })
-            .collect();
-        parts.join("; ")
-    };
-    let has = |code: &str| entries.iter().any(|e| e.code == code);
-    let (registry, repository) = (ctx.registry.clone(), ctx.repository.clone());
-    match (status, &ctx.object) {
-        (StatusCode::UNAUTHORIZED, _) => ctx.unauthorized(creds, message),
-        (StatusCode::FORBIDDEN, _) => RegistryError::Denied {
-            registry,
-            repository,
-            message,
-        },
-        (StatusCode::NOT_FOUND, Object::Manifest(_) | Object::Blob(_) | Object::Tags)
-            if has("NAME_UNKNOWN") =>
-        {
-            RegistryError::NameUnknown {
-                registry,
-                repository,
-                message,
-            }
-        }
-        (StatusCode::NOT_FOUND, Object::Manifest(reference)) => RegistryError::ManifestUnknown {
-            registry,
-            repository,
-            reference: reference.clone(),
-            message,
-        },
-        (StatusCode::NOT_FOUND, Object::Blob(digest)) => RegistryError::BlobUnknown {
-            registry,
-            repository,
-            digest: digest.clone(),
-            message,
-        },
-        _ => RegistryError::Http {
-            registry,
-            repository,
-            object: ctx.object.to_string(),
-            status: status.as_u16(),
-            message,
-        },
-    }
-}
-
-#[derive(Debug)]
-enum ReadError {
-    TooLarge,
-    Transport(reqwest::Error),
-}
-
-/// Reads a whole body, refusing more than `limit` bytes whether or not the
-/// server declared a Content-Length.
-async fn read_limited(mut resp: reqwest::Response, limit: u64) -> Result<Bytes, ReadError> {
-    if resp.content_length().is_some_and(|n| n > limit) {
-        return Err(ReadError::TooLarge);
-    }
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Transport)? {
-        if (buf.len() + chunk.len()) as u64 > limit {
-            return Err(ReadError::TooLarge);
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
-}
-
-/// Up to `limit` bytes of an error body; a broken body just ends the message.
-async fn read_prefix(mut resp: reqwest::Response, limit: u64) -> Bytes {
-    let mut buf = BytesMut::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        let room = (limit as usize).saturating_sub(buf.len());
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if buf.len() as u64 >= limit {
-            break;
-        }
-    }
-    buf.freeze()
-}
-
-/// The manifest's media type: a vendor Content-Type, else the body's
-/// `mediaType`, else inferred from its shape (OCI makes `mediaType` optional
-/// and some registries serve `application/json`).
-fn manifest_media_type(content_type: Option<&str>, body: &[u8]) -> Option<String> {
-    let ct = content_type.map(|c| c.split(';').next().unwrap_or("").trim());
-    if let Some(ct) = ct.filter(|c| c.starts_with("application/vnd.")) {
-        return Some(ct.to_owned());
-    }
-    #[derive(Deserialize)]
-    struct Probe {
-        #[serde(rename = "mediaType")]
-        media_type: Option<String>,
-        manifests: Option<serde_json::Value>,
-        config: Option<serde_json::Value>,
-    }
-    let p: Probe = serde_json::from_slice(body).ok()?;
-    match p.media_type.filter(|m| !m.is_empty()) {
-        Some(m) => Some(m),
-        None if p.manifests.is_some() => Some(OCI_INDEX.to_owned()),
-        None if p.config.is_some() => Some(OCI_MANIFEST.to_owned()),
-        None => None,
-    }
-}
-
-/// An error and its causes, so "connection refused" or "UnknownIssuer" reach the CRI client.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if parts.last() != Some(&text) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
+    http: reqwest::Client,
+    timeout: Duration,
+    creds: Credentials,
 }
 
 #[cfg(test)]

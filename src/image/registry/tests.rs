@@ -671,21 +671,18 @@ fn endpoint_selection() {
     };
     let c = RegistryClient::new(&cfg).unwrap();
     for (registry, want) in [
-        ("docker.io", "https://registry-1.docker.io/"),
-        ("quay.io", "https://quay.io/"),
-        ("localhost", "http://localhost/"),
-        ("localhost:5000", "http://localhost:5000/"),
-        ("127.0.0.1:5000", "http://127.0.0.1:5000/"),
-        ("[::1]:5000", "http://[::1]:5000/"),
-        ("reg.local:5000", "http://reg.local:5000/"),
-        ("reg.local:6000", "https://reg.local:6000/"),
-        ("plainhost:99", "http://plainhost:99/"),
+        ("docker.io", "https://registry-1.docker.io/v2"),
+        ("quay.io", "https://quay.io/v2"),
+        ("localhost", "http://localhost/v2"),
+        ("localhost:5000", "http://localhost:5000/v2"),
+        ("127.0.0.1:5000", "http://127.0.0.1:5000/v2"),
+        ("[::1]:5000", "http://[::1]:5000/v2"),
+        ("reg.local:5000", "http://reg.local:5000/v2"),
+        ("reg.local:6000", "https://reg.local:6000/v2"),
+        ("plainhost:99", "http://plainhost:99/v2"),
     ] {
-        assert_eq!(
-            c.upstream(registry).unwrap().base.as_str(),
-            want,
-            "{registry}"
-        );
+        let eps = c.hosts.endpoints(registry).unwrap();
+        assert_eq!(eps.last().unwrap().root.as_str(), want, "{registry}");
     }
     let mut cfg = ImageConfig::default();
     cfg.mirrors
@@ -726,4 +723,105 @@ fn request_futures_are_send() {
     send(c.fetch_manifest(&r, &creds));
     send(c.fetch_manifest_digest(&r, &d, &creds));
     send(c.fetch_blob(&r, &d, &creds));
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_when_configured() {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let flaky = Server::start(move |_, _| {
+        if c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            res(503, "busy")
+        } else {
+            manifest_ok()
+        }
+    })
+    .await;
+    let r = flaky.reference("a/b:t");
+    let anon = Credentials::Anonymous;
+    let e = client(&[]).fetch_manifest(&r, &anon).await.unwrap_err();
+    assert!(
+        matches!(e, RegistryError::Http { status: 503, .. }),
+        "no retries by default: {e}"
+    );
+    let mut cfg = ImageConfig {
+        hosts_dir: std::path::PathBuf::new(),
+        ..ImageConfig::default()
+    };
+    cfg.registries.insert(
+        flaky.addr.to_string(),
+        crate::config::RegistryHostConfig {
+            retries: 1,
+            ..Default::default()
+        },
+    );
+    calls.store(0, std::sync::atomic::Ordering::SeqCst);
+    RegistryClient::new(&cfg)
+        .unwrap()
+        .fetch_manifest(&r, &anon)
+        .await
+        .unwrap();
+    assert_eq!(flaky.hits("/v2/a/b/manifests/t"), 3);
+}
+
+#[tokio::test]
+async fn node_credentials_are_used_only_without_kubelet_credentials() {
+    let server = Server::start(|r, _| match r.header("authorization") {
+        Some(h) if h == format!("Basic {}", STANDARD.encode("node:pw")) => manifest_ok(),
+        _ => res(401, "").header("www-authenticate", "Basic realm=\"x\""),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("auth.json");
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"auths":{{"{}":{{"username":"node","password":"pw"}}}}}}"#,
+            server.addr
+        ),
+    )
+    .unwrap();
+    let c = RegistryClient::new(&ImageConfig {
+        credentials_file: file,
+        hosts_dir: std::path::PathBuf::new(),
+        ..ImageConfig::default()
+    })
+    .unwrap();
+    let r = server.reference("a/b:t");
+    c.fetch_manifest(&r, &Credentials::Anonymous).await.unwrap();
+    let e = c
+        .fetch_manifest(&r, &basic_creds("kubelet", "other"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, RegistryError::Unauthorized { .. }),
+        "kubelet's credentials win: {e}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_server_is_bounded_by_the_request_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let c = RegistryClient::new(&ImageConfig {
+        request_timeout_secs: 1,
+        ..ImageConfig::default()
+    })
+    .unwrap();
+    let r = Reference::parse(&format!("{addr}/a/b:t")).unwrap();
+    let e = c
+        .fetch_manifest(&r, &Credentials::Anonymous)
+        .await
+        .unwrap_err();
+    task.abort();
+    assert!(
+        e.to_string().contains("request_timeout_secs"),
+        "the error names the setting: {e}"
+    );
 }
