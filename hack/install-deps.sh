@@ -25,7 +25,16 @@ PACKAGES=(
     cpio                        # builds that guest's initramfs
     kmod
     xz-utils
+    python3-venv                # the venv holding helm-python-sdk (Helm's engine) for tests/chart.rs
+    shellcheck                  # tests/chart.rs lints the chart's installer scripts
+    systemd                     # systemd-analyze: tests/chart.rs verifies hack/crius.service
 )
+
+# PyPI packages for tests/chart.rs, in their own venv: Helm is not packaged in
+# Debian 12, and helm-python-sdk embeds Helm v4's Go library (template engine,
+# values.schema.json validation, lint), so the chart is rendered by Helm itself.
+HELM_VENV=${CRIUS_HELM_VENV:-/opt/crius-tools/helm-venv}
+HELM_PIP=(helm-python-sdk==0.2.2 PyYAML==6.0.2)
 
 die() {
     echo "install-deps: error: $*" >&2
@@ -44,8 +53,25 @@ for pkg in "${PACKAGES[@]}"; do
     fi
 done
 
+# Creates the helm venv when it is missing or lacks the packages; quiet when
+# it is already complete.
+install_helm_venv() {
+    if "$HELM_VENV/bin/python" -c 'import helm_python, yaml' >/dev/null 2>&1; then
+        return 0
+    fi
+    [[ $(id -u) -eq 0 ]] || die "$HELM_VENV is missing; run this script as root to create it"
+    echo "install-deps: creating $HELM_VENV with ${HELM_PIP[*]}"
+    # Debian's python3 (not one a version manager put first on PATH).
+    /usr/bin/python3 -m venv "$HELM_VENV" || die "/usr/bin/python3 -m venv $HELM_VENV failed (package python3-venv)"
+    "$HELM_VENV/bin/pip" install -q --disable-pip-version-check "${HELM_PIP[@]}" ||
+        die "pip install ${HELM_PIP[*]} into $HELM_VENV failed (network to PyPI?)"
+    "$HELM_VENV/bin/python" -c 'import helm_python, yaml' ||
+        die "$HELM_VENV cannot import helm_python after pip install"
+}
+
 if [[ ${#missing[@]} -eq 0 ]]; then
     echo "install-deps: all packages present: ${PACKAGES[*]}"
+    install_helm_venv
     exit 0
 fi
 
@@ -66,3 +92,4 @@ for pkg in "${missing[@]}"; do
     [[ "$status" == "installed" ]] || die "package $pkg is still not installed after apt-get install"
 done
 echo "install-deps: installed: ${missing[*]}"
+install_helm_venv
