@@ -9,7 +9,7 @@
 #   hack/test-cgroup-v2.sh [TEST-ARGS...]     # default: --test-threads=1
 #
 # TEST-ARGS go to every test binary (a name filter applies to each).
-# CRIUS_V2_TESTS overrides the list (default "cgroup container_resources container_stats").
+# CRIUS_V2_TESTS overrides the list (default "cgroup container_resources container_stats metrics").
 #
 # The guest harness is taken from $CRIUS_V2_GUEST (default
 # ../shared/v2-guest/run-in-v2-guest.sh, relative to the repo); it shares
@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 guest=${CRIUS_V2_GUEST:-../shared/v2-guest/run-in-v2-guest.sh}
-tests=${CRIUS_V2_TESTS:-cgroup container_resources container_stats}
+tests=${CRIUS_V2_TESTS:-cgroup container_resources container_stats metrics}
 
 if [[ ! -f $guest ]]; then
     echo "test-cgroup-v2: no guest harness at $guest; set CRIUS_V2_GUEST" >&2

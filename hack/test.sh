@@ -30,7 +30,7 @@ cargo test --lib --bins --tests --no-fail-fast -- --test-threads="$threads"
 # This machine runs cgroup v1; kubelet >= 1.35 needs v2. The cgroup tests
 # (sys::cgroup and container resources) also run in a qemu guest whose only
 # hierarchy is cgroup v2.
-step "cgroup v2: tests/cgroup.rs, container_resources.rs and container_stats.rs in a qemu guest (hack/test-cgroup-v2.sh)"
+step "cgroup v2: tests/cgroup.rs, container_resources.rs, container_stats.rs and metrics.rs in a qemu guest (hack/test-cgroup-v2.sh)"
 bash hack/test-cgroup-v2.sh
 
 echo

@@ -4,9 +4,11 @@
 //! `network`, `streaming`) → `sys` (syscalls). See docs/architecture.md.
 
 pub mod api;
+pub mod check;
 pub mod config;
 pub mod id;
 pub mod image;
+pub mod metrics;
 pub mod monitor;
 pub mod network;
 pub mod runtime;

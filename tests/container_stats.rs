@@ -177,17 +177,7 @@ async fn pod_stats_network_processes_and_containers() {
             ),
         )
         .await;
-    let get = |id: String| {
-        let mut rt = env.rt.clone();
-        async move {
-            rt.pod_sandbox_stats(PodSandboxStatsRequest { pod_sandbox_id: id })
-                .await
-                .expect("PodSandboxStats")
-                .into_inner()
-                .stats
-                .expect("stats")
-        }
-    };
+    let get = |id: String| pod_stats(env.rt.clone(), id);
     let mut s = get(pod.clone()).await;
     for _ in 0..50 {
         let tx = s
@@ -242,4 +232,234 @@ async fn pod_stats_network_processes_and_containers() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
+}
+
+/// The pod's private cgroup parent, removed (children first) in every
+/// hierarchy on drop if a failed test left it; declared before the `Env`,
+/// so it runs after the daemon and its containers are gone.
+struct ParentCgroup(String);
+
+impl Drop for ParentCgroup {
+    fn drop(&mut self) {
+        let mut bases = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+        if let Ok(d) = std::fs::read_dir("/sys/fs/cgroup") {
+            bases.extend(d.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        for base in bases {
+            let top = base.join(self.0.trim_start_matches('/'));
+            if let Ok(d) = std::fs::read_dir(&top) {
+                for e in d.flatten().filter(|e| e.path().is_dir()) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&top);
+        }
+    }
+}
+
+fn pod_id_list(stats: Vec<PodSandboxStats>) -> Vec<String> {
+    let mut ids: Vec<String> = stats
+        .into_iter()
+        .filter_map(|s| s.attributes.map(|a| a.id))
+        .collect();
+    ids.sort();
+    ids
+}
+
+// A pod with a kubelet-style cgroup parent running a CPU loop, a memory
+// hog and a pinger: the pod cgroup's CPU rises at about a core, its memory
+// holds the hog's 64 MiB, its process count covers the containers', the
+// pod's eth0 counted the pings both ways; ListPodSandboxStats and
+// ListContainerStats filter by id, pod and labels.
+#[tokio::test]
+async fn pod_cgroup_cpu_memory_processes_ping_and_list_filters() {
+    let parent = ParentCgroup(format!("/crius-stats-{}", std::process::id()));
+    let mut env = Env::new("").await;
+    let bb = env.busybox.clone();
+    let mut pcfg = env.pod_config("podcg");
+    pcfg.linux
+        .get_or_insert_with(Default::default)
+        .cgroup_parent = parent.0.clone();
+    let pod = common::pods::run_pod_ok(&mut env.rt, pcfg.clone()).await;
+    let gateway = format!("{}.1", env.net.prefix);
+    env.run(&pod, &pcfg, sh("busy", &bb, "while :; do :; done"))
+        .await;
+    let hog = env
+        .run(
+            &pod,
+            &pcfg,
+            sh(
+                "hog",
+                &bb,
+                "dd if=/dev/zero bs=64M count=1 2>/dev/null | sleep 3600",
+            ),
+        )
+        .await;
+    let pinger = env
+        .run(
+            &pod,
+            &pcfg,
+            sh(
+                "pinger",
+                &bb,
+                &format!("ping -c 10 -i 0.2 -s 1000 {gateway} >/dev/null; sleep 3600"),
+            ),
+        )
+        .await;
+    let (other_pod, other_cfg) = env.pod("quiet").await;
+    env.run(&other_pod, &other_cfg, ctr("idle", &bb, &["sleep", "300"]))
+        .await;
+
+    let get = |id: String| {
+        let rt = env.rt.clone();
+        async move { pod_stats(rt, id).await.linux.expect("linux stats") }
+    };
+    // Wait for the hog's buffer and the ten pings and their replies (1042
+    // bytes a frame: 1000 of payload, ICMP, IP and Ethernet headers).
+    const PINGED: u64 = 10 * 1042;
+    let mut s = get(pod.clone()).await;
+    for _ in 0..100 {
+        let ws = v(&s.memory.as_ref().expect("memory").working_set_bytes);
+        let (rx, tx) = s
+            .network
+            .as_ref()
+            .and_then(|n| n.default_interface.as_ref())
+            .map(|i| (v(&i.rx_bytes), v(&i.tx_bytes)))
+            .unwrap_or_default();
+        if ws > 60 << 20 && rx >= PINGED && tx >= PINGED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s = get(pod.clone()).await;
+    }
+    let mem = s.memory.expect("memory");
+    let ws = v(&mem.working_set_bytes);
+    assert!(ws > 60 << 20 && ws < 300 << 20, "pod working set {ws}");
+    assert!(v(&mem.usage_bytes) >= ws, "{mem:?}");
+    let eth0 = s
+        .network
+        .clone()
+        .and_then(|n| n.default_interface)
+        .expect("eth0");
+    assert_eq!(eth0.name, "eth0");
+    assert!(
+        v(&eth0.tx_bytes) >= PINGED && v(&eth0.rx_bytes) >= PINGED,
+        "ten 1 KiB pings out and back: {eth0:?}"
+    );
+    assert_eq!(v(&eth0.rx_errors) + v(&eth0.tx_errors), 0, "{eth0:?}");
+    // sh (loop), dd, sleep (hog), sh or sleep (pinger): at least 4.
+    let procs = v(&s.process.as_ref().expect("process").process_count);
+    assert!((4..100).contains(&procs), "pod process count {procs}");
+    assert_eq!(s.containers.len(), 3, "{:?}", s.containers);
+
+    // CPU: the pod cgroup's counter rises by about a core's worth.
+    let cpu0 = s.cpu.expect("cpu");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let cpu1 = get(pod.clone()).await.cpu.expect("cpu");
+    let used = v(&cpu1.usage_core_nano_seconds) - v(&cpu0.usage_core_nano_seconds);
+    let wall = u64::try_from(cpu1.timestamp - cpu0.timestamp).expect("timestamps rise");
+    assert!(
+        used > wall / 4 && used < wall * 5 / 2,
+        "pod CPU {used} ns in {wall} ns"
+    );
+    let cores = v(&cpu1.usage_nano_cores);
+    assert!(
+        (300_000_000..=2_200_000_000).contains(&cores),
+        "pod nanocores {cores}"
+    );
+
+    // ListPodSandboxStats filters: id prefix, labels, none.
+    let list = |f: Option<PodSandboxStatsFilter>| {
+        let mut rt = env.rt.clone();
+        async move {
+            pod_id_list(
+                rt.list_pod_sandbox_stats(ListPodSandboxStatsRequest { filter: f })
+                    .await
+                    .expect("ListPodSandboxStats")
+                    .into_inner()
+                    .stats,
+            )
+        }
+    };
+    let mut both = vec![pod.clone(), other_pod.clone()];
+    both.sort();
+    assert_eq!(list(None).await, both);
+    let by_label = |k: &str, val: &str| PodSandboxStatsFilter {
+        label_selector: [(k.to_string(), val.to_string())].into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        list(Some(by_label("app", "quiet"))).await,
+        vec![other_pod.clone()]
+    );
+    assert_eq!(
+        list(Some(by_label("app", "nosuch"))).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        list(Some(PodSandboxStatsFilter {
+            id: pod[..10].to_string(),
+            ..Default::default()
+        }))
+        .await,
+        vec![pod.clone()]
+    );
+
+    // ListContainerStats: pod and label together; an unknown pod lists none.
+    let ids = |f: ContainerStatsFilter| {
+        let mut rt = env.rt.clone();
+        async move {
+            rt.list_container_stats(ListContainerStatsRequest { filter: Some(f) })
+                .await
+                .expect("ListContainerStats")
+                .into_inner()
+                .stats
+                .into_iter()
+                .filter_map(|s| s.attributes.map(|a| a.id))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        ids(ContainerStatsFilter {
+            pod_sandbox_id: pod.clone(),
+            label_selector: [("ctr".to_string(), "pinger".to_string())].into(),
+            ..Default::default()
+        })
+        .await,
+        vec![pinger.clone()]
+    );
+    assert_eq!(
+        ids(ContainerStatsFilter {
+            pod_sandbox_id: other_pod.clone(),
+            id: hog.clone(),
+            ..Default::default()
+        })
+        .await,
+        Vec::<String>::new()
+    );
+
+    // Removing the pod removes the cgroup parent crius created.
+    for p in [&pod, &other_pod] {
+        common::pods::stop_pod(&mut env.rt, p).await.expect("stop");
+        common::pods::remove_pod(&mut env.rt, p)
+            .await
+            .expect("remove");
+    }
+    let base = if std::path::Path::new("/sys/fs/cgroup/memory").is_dir() {
+        "/sys/fs/cgroup/memory"
+    } else {
+        "/sys/fs/cgroup"
+    };
+    let dir = format!("{base}{}", parent.0);
+    assert!(!std::path::Path::new(&dir).exists(), "{dir} left");
+}
+
+/// PodSandboxStats of `id`.
+async fn pod_stats(mut rt: common::pods::RuntimeClient, id: String) -> PodSandboxStats {
+    rt.pod_sandbox_stats(PodSandboxStatsRequest { pod_sandbox_id: id })
+        .await
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .expect("stats")
 }

@@ -75,7 +75,7 @@ pub enum Kind {
 
 /// A kubelet-like pod: pod-level network and IPC, container-level PID (no
 /// shared PID namespace), a log directory.
-fn bench_pod(logs: &Path, name: &str) -> PodSandboxConfig {
+pub fn bench_pod(logs: &Path, name: &str) -> PodSandboxConfig {
     let mut c = pod_config(name);
     c.log_directory = logs.join(name).display().to_string();
     c.linux = Some(LinuxPodSandboxConfig {

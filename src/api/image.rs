@@ -63,7 +63,17 @@ impl ImageService for Cri {
         let name = convert::image_name(req.image.as_ref(), "PullImage")?;
         tracing::Span::current().record("id", name);
         let creds = convert::credentials(req.auth.as_ref())?;
-        let id = self.images.pull(name, &creds).await?;
+        let started = std::time::Instant::now();
+        let pulled = self.images.pull(name, &creds).await;
+        let size = pulled.as_ref().map_err(drop).map(|id| {
+            self.images
+                .status(id.as_str(), false)
+                .ok()
+                .flatten()
+                .map_or(0, |v| v.record.size)
+        });
+        self.metrics.pull_done(size, started.elapsed());
+        let id = pulled?;
         Ok(Response::new(cri::PullImageResponse {
             image_ref: id.to_string(),
         }))

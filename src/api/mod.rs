@@ -5,6 +5,7 @@ mod container;
 mod convert;
 mod events;
 mod image;
+mod metrics;
 mod pod;
 mod runtime;
 mod stats;
@@ -34,6 +35,8 @@ pub struct Cri {
     pub(crate) streaming: Arc<std::sync::OnceLock<crate::streaming::StreamServer>>,
     /// GetContainerEvents' broadcast, once the first subscriber came.
     pub(crate) events: Arc<std::sync::OnceLock<events::EventHub>>,
+    /// Prometheus metrics (RPC layer, pulls, /metrics endpoint).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Cri {
@@ -51,6 +54,7 @@ impl Cri {
             pod_cidr: Arc::default(),
             streaming: Arc::default(),
             events: Arc::default(),
+            metrics: Default::default(),
         }
     }
 

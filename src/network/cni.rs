@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
+use tracing::Instrument as _;
 
 use super::config::{self, Fingerprint, NetworkList};
 use super::exec::{self, Invocation};
@@ -94,7 +95,7 @@ impl Cni {
     /// Runs ADD for every plugin of the current config list, in order, and
     /// caches what DEL will need. On failure the plugins run so far get a
     /// best-effort DEL.
-    #[tracing::instrument(skip_all, fields(pod_id = %req.pod_id))]
+    #[tracing::instrument(name = "pod.network", skip_all, fields(op = "attach", pod_id = %req.pod_id))]
     pub async fn attach(&self, req: &AttachRequest) -> Result<AttachResult, CniError> {
         validate_pod_id(&req.pod_id)?;
         if !exec::netns_exists(&req.netns) {
@@ -153,7 +154,7 @@ impl Cni {
     /// Runs DEL for every plugin in reverse, with the config cached at ADD
     /// (the current one if there is no cache). Idempotent; a vanished netns
     /// is passed as an empty `CNI_NETNS`, which plugins accept for DEL.
-    #[tracing::instrument(skip_all, fields(pod_id = pod_id))]
+    #[tracing::instrument(name = "pod.network", skip_all, fields(op = "detach", pod_id = pod_id))]
     pub async fn detach(
         &self,
         pod_id: &str,
@@ -233,6 +234,9 @@ impl Cni {
         // DEL gets the result only from 0.4.0 on; older plugins reject it.
         let prev = prev.filter(|_| command == "ADD" || del_takes_prev_result(network));
         let stdin = plugin_stdin(network, plugin, &entry.capability_args, prev);
+        // One trace span per plugin run, a child of the CRI call's span (the
+        // future is instrumented: the plugin runs on a blocking thread).
+        let span = tracing::info_span!("cni", command, plugin = ty, network = %network.name);
         Invocation {
             plugin: ty.to_owned(),
             binary,
@@ -246,6 +250,7 @@ impl Cni {
             timeout: self.settings.plugin_timeout,
         }
         .run()
+        .instrument(span)
         .await
     }
 }

@@ -9,7 +9,7 @@ mod types;
 
 pub use manager::{
     ContainerManager, ContainerStats, ExecIo, ExecOutput, ExecStreams, ExecWaiter, PodStats,
-    stored_layer_pins,
+    monitor_socket, remove_container_files, stored_layer_pins, unrecorded_containers,
 };
 pub use types::*;
 
