@@ -121,12 +121,7 @@ pub fn container_spec(req: cri::CreateContainerRequest) -> Result<(String, Conta
             permissions: d.permissions,
         });
     }
-    if !cfg.cdi_devices.is_empty() {
-        return Err(invalid(
-            "config.CDI_devices",
-            "CDI devices are not supported yet",
-        ));
-    }
+    let cdi_devices = cdi_devices(&cfg.cdi_devices, &cfg.annotations)?;
     log_path(&cfg.log_path)?;
     let linux = cfg.linux.unwrap_or_default();
     let resources = match linux.resources {
@@ -144,6 +139,7 @@ pub fn container_spec(req: cri::CreateContainerRequest) -> Result<(String, Conta
         envs,
         mounts,
         devices,
+        cdi_devices,
         labels: meta_map(cfg.labels, CREATE, "config.labels")?,
         annotations: meta_map(cfg.annotations, CREATE, "config.annotations")?,
         log_path: cfg.log_path,
@@ -158,14 +154,64 @@ pub fn container_spec(req: cri::CreateContainerRequest) -> Result<(String, Conta
     Ok((req.pod_sandbox_id, spec))
 }
 
-fn mount_spec(m: cri::Mount, what: &str) -> Result<MountSpec, Status> {
-    if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
-        return Err(invalid(
-            &format!("{what}.image"),
-            "image volumes are not supported yet",
-        ));
+/// CDI device names from `CDI_devices` and kubelet's legacy
+/// `cdi.k8s.io/*` annotations (device plugins), checked, without duplicates.
+fn cdi_devices(
+    list: &[cri::CdiDevice],
+    annotations: &std::collections::HashMap<String, String>,
+) -> Result<Vec<String>, Status> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, d) in list.iter().enumerate() {
+        crate::runtime::cdi::parse_name(&d.name)
+            .map_err(|e| invalid(&format!("config.CDI_devices[{i}].name"), e))?;
+        if !out.contains(&d.name) {
+            out.push(d.name.clone());
+        }
     }
+    let mut keys: Vec<_> = annotations.iter().collect();
+    keys.sort();
+    for (k, v) in keys {
+        for name in crate::runtime::cdi::annotation_devices([(k, v)]) {
+            crate::runtime::cdi::parse_name(&name)
+                .map_err(|e| invalid(&format!("config.annotations[{k:?}]"), e))?;
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn mount_spec(m: cri::Mount, what: &str) -> Result<MountSpec, Status> {
+    let image = m
+        .image
+        .as_ref()
+        .map(|i| i.image.trim().to_owned())
+        .unwrap_or_default();
     absolute(&m.container_path, &format!("{what}.container_path"))?;
+    if !image.is_empty() {
+        // An image volume: always read-only, no host path (the CRI says the
+        // two are mutually exclusive).
+        if !m.host_path.is_empty() {
+            return Err(invalid(
+                &format!("{what}.host_path"),
+                "must be empty when image is set (an image volume)",
+            ));
+        }
+        if image.len() > 4096 || image.contains(char::is_control) {
+            return Err(invalid(
+                &format!("{what}.image.image"),
+                "is not an image reference or id",
+            ));
+        }
+        return Ok(MountSpec {
+            container_path: m.container_path,
+            readonly: true,
+            selinux_relabel: m.selinux_relabel,
+            image,
+            ..Default::default()
+        });
+    }
     absolute(&m.host_path, &format!("{what}.host_path"))?;
     if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
         return Err(invalid(
@@ -197,6 +243,7 @@ fn mount_spec(m: cri::Mount, what: &str) -> Result<MountSpec, Status> {
         recursive_read_only: m.recursive_read_only,
         propagation,
         selinux_relabel: m.selinux_relabel,
+        image: String::new(),
     })
 }
 
@@ -374,14 +421,18 @@ fn security(sc: cri::LinuxContainerSecurityContext) -> Result<SecuritySpec, Stat
             "is empty but the PID namespace mode is TARGET",
         ));
     }
-    if ns
-        .userns_options
-        .as_ref()
-        .is_some_and(|u| u.mode != cri::NamespaceMode::Node as i32)
+    // The user namespace is the pod's (kubelet repeats the pod's options
+    // here): its containers join it when the pod has one (POD), else run
+    // in the host's (NODE).
+    if let Some(u) = &ns.userns_options
+        && !matches!(
+            cri::NamespaceMode::try_from(u.mode),
+            Ok(cri::NamespaceMode::Node | cri::NamespaceMode::Pod)
+        )
     {
         return Err(invalid(
-            &format!("{ns_what}.userns_options"),
-            "user namespaces are not supported yet",
+            &format!("{ns_what}.userns_options.mode"),
+            "only POD (the pod's user namespace) or NODE is supported",
         ));
     }
     Ok(SecuritySpec {
@@ -543,6 +594,10 @@ fn mount_out(m: &MountSpec) -> cri::Mount {
         selinux_relabel: m.selinux_relabel,
         propagation: propagation as i32,
         recursive_read_only: m.recursive_read_only,
+        image: (!m.image.is_empty()).then(|| cri::ImageSpec {
+            image: m.image.clone(),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -1172,24 +1227,63 @@ mod tests {
             }),
             "config.mounts[2].recursive_read_only",
         );
-        let e = container_spec(m(|m| {
+        // Image volumes: no host path, always read-only.
+        let s = spec(m(|m| {
             m.host_path = String::new();
             m.image = Some(cri::ImageSpec {
                 image: "sha256:abc".into(),
                 ..Default::default()
             });
-        }))
-        .unwrap_err();
-        assert_eq!(e.code(), Code::InvalidArgument);
-        assert!(
-            e.message().contains("image volumes are not supported yet"),
-            "{}",
-            e.message()
+        }));
+        assert_eq!(s.mounts[2].image, "sha256:abc");
+        assert!(s.mounts[2].readonly && s.mounts[2].host_path.is_empty());
+        rejects(
+            m(|m| {
+                m.image = Some(cri::ImageSpec {
+                    image: "sha256:abc".into(),
+                    ..Default::default()
+                })
+            }),
+            "config.mounts[2].host_path",
         );
         let s = spec(m(|m| {
             m.propagation = cri::MountPropagation::PropagationBidirectional as i32
         }));
         assert_eq!(s.mounts[2].propagation, Propagation::Bidirectional);
+    }
+
+    #[test]
+    fn cdi_devices_from_the_field_and_annotations() {
+        let s = spec(with(|c| {
+            c.cdi_devices = vec![
+                cri::CdiDevice {
+                    name: "vendor.com/gpu=0".into(),
+                },
+                cri::CdiDevice {
+                    name: "vendor.com/gpu=0".into(),
+                },
+            ];
+            c.annotations.insert(
+                "cdi.k8s.io/plugin_x".into(),
+                "vendor.com/gpu=1,vendor.com/gpu=0".into(),
+            );
+        }));
+        assert_eq!(s.cdi_devices, vec!["vendor.com/gpu=0", "vendor.com/gpu=1"]);
+        rejects(
+            with(|c| {
+                c.cdi_devices = vec![cri::CdiDevice {
+                    name: "gpu0".into(),
+                }];
+            }),
+            "config.CDI_devices[0].name",
+        );
+        rejects(
+            with(|c| {
+                c.annotations
+                    .insert("cdi.k8s.io/p".into(), "vendor.com/gpu".into());
+            }),
+            "config.annotations[\"cdi.k8s.io/p\"]",
+        );
     }
 
     #[test]
@@ -1427,6 +1521,7 @@ mod tests {
             image_id: Digest::of(b"config"),
             image_ref: "docker.io/library/busybox@sha256:1234".into(),
             chain_ids: vec![],
+            image_volumes: vec![],
             handler: String::new(),
             state: ContainerState::Exited,
             created_ns: 10,

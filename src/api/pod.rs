@@ -10,7 +10,7 @@ use super::Cri;
 use crate::runtime::sandbox::{
     DnsSpec, NsMode, PodSpec, PortSpec, SandboxFilter, SandboxRecord, SandboxState,
 };
-use crate::runtime::{podfiles, sysctl};
+use crate::runtime::{podfiles, sysctl, userns};
 use crate::sys::cgroup::Resources;
 
 /// Longest label/annotation key or value we store (kubelet's own limits are
@@ -100,6 +100,18 @@ pub fn pod_spec(req: cri::RunPodSandboxRequest) -> Result<PodSpec, Status> {
             ));
         }
     }
+    let userns = pod_userns(ns.userns_options.as_ref())?;
+    if userns.is_some() {
+        for (what, m) in [("network", network), ("pid", pid), ("ipc", ipc)] {
+            if m == NsMode::Node {
+                return Err(invalid(
+                    &format!("namespace_options.{what}"),
+                    "NODE cannot be combined with a pod user namespace \
+                     (userns_options.mode POD): the host's namespaces are not owned by it",
+                ));
+            }
+        }
+    }
     let sysctls = sysctl::validate(&linux.sysctls, network == NsMode::Node, ipc == NsMode::Node)
         .map_err(|e| invalid("linux.sysctls", e))?;
     if linux.cgroup_parent.contains("..") || linux.cgroup_parent.contains('\0') {
@@ -157,7 +169,68 @@ pub fn pod_spec(req: cri::RunPodSandboxRequest) -> Result<PodSpec, Status> {
         ipc,
         runtime_handler: req.runtime_handler,
         resources: pod_resources(linux.resources.as_ref(), linux.overhead.as_ref()),
+        userns,
     })
+}
+
+/// The pod's user namespace as PodSandboxStatus reports it.
+fn userns_out(u: &userns::UserNs) -> cri::UserNamespace {
+    let maps = |v: &[userns::IdMap]| {
+        v.iter()
+            .map(|m| cri::IdMapping {
+                host_id: m.host_id,
+                container_id: m.container_id,
+                length: m.length,
+            })
+            .collect()
+    };
+    cri::UserNamespace {
+        mode: cri::NamespaceMode::Pod as i32,
+        uids: maps(&u.uids),
+        gids: maps(&u.gids),
+    }
+}
+
+/// `namespace_options.userns_options`: absent or NODE is the host's user
+/// namespace (containerd and CRI-O read an absent struct the same way,
+/// whatever the proto comment says about POD); POD needs valid mappings;
+/// CONTAINER and TARGET are not user namespace modes crius runs.
+fn pod_userns(u: Option<&cri::UserNamespace>) -> Result<Option<userns::UserNs>, Status> {
+    const W: &str = "namespace_options.userns_options";
+    let Some(u) = u else { return Ok(None) };
+    let maps = |v: &[cri::IdMapping]| {
+        v.iter()
+            .map(|m| userns::IdMap {
+                container_id: m.container_id,
+                host_id: m.host_id,
+                length: m.length,
+            })
+            .collect::<Vec<_>>()
+    };
+    match cri::NamespaceMode::try_from(u.mode) {
+        Ok(cri::NamespaceMode::Node) => Ok(None),
+        Ok(cri::NamespaceMode::Pod) => {
+            let spec = userns::UserNs {
+                uids: maps(&u.uids),
+                gids: maps(&u.gids),
+            };
+            userns::validate(&spec)
+                .map_err(|(field, why)| invalid(&format!("{W}.{field}"), why))?;
+            Ok(Some(spec))
+        }
+        Ok(cri::NamespaceMode::Container) => Err(invalid(
+            &format!("{W}.mode"),
+            "CONTAINER (a user namespace per container) is not supported; use POD or NODE",
+        )),
+        Ok(cri::NamespaceMode::Target) => Err(invalid(
+            &format!("{W}.mode"),
+            "TARGET is not a valid user namespace mode (POD or NODE)",
+        )),
+        Err(_) => Err(invalid(
+            &format!("{W}.mode"),
+            format!("unknown namespace mode {}", u.mode),
+        )),
+    }
 }
 
 /// Pod cgroup limits: the pod's resources plus the runtime class overhead
@@ -222,6 +295,7 @@ pub fn sandbox_status(r: &SandboxRecord) -> cri::PodSandboxStatus {
                     network: ns_mode_out(r.spec.network),
                     pid: ns_mode_out(r.spec.pid),
                     ipc: ns_mode_out(r.spec.ipc),
+                    userns_options: r.spec.userns.as_ref().map(userns_out),
                     ..Default::default()
                 }),
             }),

@@ -95,18 +95,28 @@ impl RuntimeService for Cri {
                 serde_json::Value::String(cidr).to_string(),
             );
         }
+        let runtime = self.config.runtime.clone();
+        let runtime_handlers =
+            tokio::task::spawn_blocking(move || crate::runtime::features::handlers(&runtime))
+                .await
+                .map_err(|e| Status::internal(format!("Status: probing handler features: {e}")))?
+                .into_iter()
+                .map(|h| cri::RuntimeHandler {
+                    name: h.name,
+                    features: Some(cri::RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: h.recursive_read_only_mounts,
+                        user_namespaces: h.user_namespaces,
+                    }),
+                })
+                .collect();
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
             info,
-            runtime_handlers: vec![cri::RuntimeHandler {
-                name: String::new(),
-                features: Some(cri::RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: false,
-                    user_namespaces: false,
-                }),
-            }],
+            runtime_handlers,
+            // SupplementalGroupsPolicy Strict is honoured and the effective
+            // ContainerUser is reported (runtime/user, ContainerStatus.user).
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
             }),
         }))
     }
@@ -308,10 +318,22 @@ impl RuntimeService for Cri {
         Ok(Response::new(self.container_events()))
     }
 
+    async fn list_metric_descriptors(
+        &self,
+        _req: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
+        Ok(self.metric_descriptors())
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _req: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
+        self.pod_sandbox_metrics().await
+    }
+
     unimplemented_rpcs! {
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
-        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
-        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
     }
 }
 

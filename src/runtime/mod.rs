@@ -1,14 +1,17 @@
 //! Pods and containers: the runtime domain.
 
 pub mod bandwidth;
+pub mod cdi;
 pub mod container;
 pub mod events;
+pub mod features;
 pub mod podfiles;
 pub mod process;
 pub mod sandbox;
 pub mod security;
 pub mod sysctl;
 pub mod user;
+pub mod userns;
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -11,6 +11,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::types::{ContainerResources, ContainerSpec, Propagation};
+use crate::runtime::cdi;
 use crate::runtime::sandbox::{NsMode, SandboxRecord};
 use crate::runtime::security::{self, SecurityError};
 use crate::runtime::user::ResolvedUser;
@@ -33,6 +34,8 @@ pub struct SpecInput<'a> {
     /// Already limited to what this process may set.
     pub oom_score_adj: Option<i64>,
     pub host_has_apparmor: bool,
+    /// Resolved CDI edits, applied last (`runtime/cdi.rs`).
+    pub cdi: Option<&'a [cdi::ContainerEdits]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +144,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Spec, SpecError
         linux["seccomp"] = serde_json::to_value(s).map_err(|e| SpecError::Oci(e.to_string()))?;
     }
 
-    let doc = json!({
+    let mut doc = json!({
         "ociVersion": "1.0.2",
         "process": process,
         "root": { "path": "rootfs", "readonly": sec.readonly_rootfs },
@@ -149,6 +152,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Spec, SpecError
         "linux": linux,
         "annotations": spec.annotations,
     });
+    if let Some(edits) = input.cdi {
+        cdi::apply(&mut doc, edits);
+    }
     serde_json::from_value(doc).map_err(|e| SpecError::Oci(e.to_string()))
 }
 
@@ -163,6 +169,7 @@ fn namespaces(input: &SpecInput<'_>) -> Result<Vec<Value>, SpecError> {
     let pinned = &input.pod.pinned;
     // Joined pod namespaces; a host namespace (NODE) is simply not listed.
     let mut out = vec![ns("mount", None)];
+    out.extend(user_namespace(input.pod));
     if let Some(p) = &pinned.net {
         out.push(ns("network", Some(p)));
     }
@@ -194,6 +201,14 @@ fn namespaces(input: &SpecInput<'_>) -> Result<Vec<Value>, SpecError> {
         out.push(ns("cgroup", None));
     }
     Ok(out)
+}
+
+/// The pod's user namespace (`runtime/userns.rs`), joined by path. The
+/// executor joins it before the others, which the pod's pinns created
+/// inside it. No `uidMappings`/`gidMappings`: they describe a namespace
+/// the runtime creates, and libcontainer 0.7 reads none when joining.
+fn user_namespace(pod: &SandboxRecord) -> Option<Value> {
+    pod.pinned.user.as_deref().map(|p| ns("user", Some(p)))
 }
 
 /// Whether the container gets a PID namespace of its own.

@@ -32,6 +32,21 @@ pub struct MountSpec {
     pub propagation: Propagation,
     /// Accepted and ignored: SELinux is off on the nodes crius supports.
     pub selinux_relabel: bool,
+    /// An image volume (CRI `Mount.image`): the image as kubelet named it,
+    /// mounted read-only from its layers; `host_path` is then empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image: String,
+}
+
+/// An image mounted as a volume by a container: its layers are pinned
+/// against image GC (even after RemoveImage) until the container is removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageVolume {
+    pub container_path: String,
+    /// The image as the mount named it, and what it resolved to.
+    pub image: String,
+    pub image_id: ImageId,
+    pub chain_ids: Vec<ChainId>,
 }
 
 /// One CRI device.
@@ -97,6 +112,10 @@ pub struct ContainerSpec {
     pub envs: Vec<(String, String)>,
     pub mounts: Vec<MountSpec>,
     pub devices: Vec<DeviceSpec>,
+    /// Fully-qualified CDI device names (`vendor.com/class=name`), from
+    /// `CDI_devices` and the `cdi.k8s.io/` annotations, without duplicates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cdi_devices: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     /// Relative to the pod's log_directory; empty = no log.
@@ -138,6 +157,9 @@ pub struct ContainerRecord {
     /// The layers the rootfs stacks (pinned against image GC while the
     /// container exists).
     pub chain_ids: Vec<ChainId>,
+    /// Images mounted as volumes; their layers are pinned like `chain_ids`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_volumes: Vec<ImageVolume>,
     /// The pod's runtime handler at creation.
     pub handler: String,
     pub state: ContainerState,

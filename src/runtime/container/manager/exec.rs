@@ -200,6 +200,22 @@ impl ContainerManager {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| failed("exec", "the container's config.json is unreadable".into()))?;
+        // libcontainer 0.7's tenant builder never joins a user namespace
+        // (its list of namespaces to enter lacks "user"): in a user
+        // namespace pod the command would run as the host's root. Refused
+        // until the exec helper can enter it (`runtime/userns.rs`).
+        if spec
+            .pointer("/linux/namespaces")
+            .and_then(|v| v.as_array())
+            .is_some_and(|a| a.iter().any(|n| n["type"] == "user"))
+        {
+            return Err(failed(
+                "exec",
+                "exec in a container of a user namespace pod is not supported yet \
+                 (the executor cannot enter the pod's user namespace)"
+                    .into(),
+            ));
+        }
         let mut process = spec
             .get("process")
             .cloned()
