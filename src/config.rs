@@ -44,6 +44,7 @@ pub struct Config {
     pub pod: PodConfig,
     pub runtime: RuntimeConfig,
     pub streaming: StreamingConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -60,6 +61,7 @@ impl Default for Config {
             pod: PodConfig::default(),
             runtime: RuntimeConfig::default(),
             streaming: StreamingConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -113,11 +115,31 @@ pub struct ImageConfig {
     pub insecure_registries: Vec<String>,
     /// Mirrors per registry host, tried in order before the registry itself.
     /// Values are endpoints such as "https://mirror.example" or "http://127.0.0.1:5001".
+    /// Shorthand for `registries.<host>.mirrors` with both capabilities; they
+    /// come after those, and a hosts.toml for the host replaces both.
     pub mirrors: BTreeMap<String, Vec<String>>,
     /// Layers downloaded at once per pull.
     pub max_concurrent_downloads: usize,
-    /// Seconds to wait for a registry to connect or answer a request.
+    /// Seconds to wait for a registry to connect and answer a request (up
+    /// to the response headers; bodies are governed by the progress timeout).
     pub request_timeout_secs: u64,
+    /// A download that receives no bytes for this many seconds is cancelled
+    /// and the pull fails naming the image and the blob.
+    pub pull_progress_timeout_secs: u64,
+    /// containerd-style hosts directory: `<hosts_dir>/<host[:port]>/hosts.toml`
+    /// (containerd's format: `server`, `[host."<url>"]` with `capabilities`,
+    /// `ca`, `client`, `skip_verify`, `override_path`), re-read when it
+    /// changes. `_default/hosts.toml` applies to hosts without a directory.
+    /// A hosts.toml replaces the `registries` and `mirrors` entries of its
+    /// host. A missing directory is fine. Empty: not used.
+    pub hosts_dir: PathBuf,
+    /// Node credentials in Docker's `config.json` format (`auths` keyed by
+    /// registry or mirror host, each with `auth` = base64 "user:pass" or
+    /// `username`/`password`), used when kubelet sends no AuthConfig.
+    /// Re-read when it changes. Should be mode 0600. Empty: none.
+    pub credentials_file: PathBuf,
+    /// Settings per registry host (`"host:port"`, `"docker.io"`).
+    pub registries: BTreeMap<String, RegistryHostConfig>,
 }
 
 impl Default for ImageConfig {
@@ -128,7 +150,140 @@ impl Default for ImageConfig {
             mirrors: BTreeMap::new(),
             max_concurrent_downloads: 4,
             request_timeout_secs: 30,
+            pull_progress_timeout_secs: 60,
+            hosts_dir: PathBuf::from("/etc/crius/certs.d"),
+            credentials_file: PathBuf::new(),
+            registries: BTreeMap::new(),
         }
+    }
+}
+
+/// One registry's settings (`[image.registries."host:port"]`). Every field
+/// has a containerd hosts.toml counterpart; see docs/registries.md.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryHostConfig {
+    /// URL of the registry itself (containerd's `server`), e.g.
+    /// "https://registry-1.docker.io" or "http://10.0.0.5:5000". Empty:
+    /// https://<host> (http:// for loopback, `insecure_registries` or `plain_http`).
+    pub server: String,
+    /// Reach the registry over plain HTTP (when `server` is empty).
+    pub plain_http: bool,
+    /// PEM CA bundles trusted for the registry, besides the system roots.
+    pub ca_files: Vec<PathBuf>,
+    /// PEM client certificate (chain) and key presented to the registry.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// Do not verify the registry's certificate (testing only).
+    pub skip_verify: bool,
+    /// Overrides `image.request_timeout_secs` for this registry and its
+    /// mirrors; 0: the global value.
+    pub request_timeout_secs: u64,
+    /// Extra attempts per endpoint after a connection error, HTTP 429 or 5xx.
+    pub retries: u32,
+    /// Mirrors tried in order before the registry.
+    pub mirrors: Vec<MirrorConfig>,
+}
+
+/// A mirror of a registry (`[[image.registries."host".mirrors]]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirrorConfig {
+    /// "https://mirror.example" or "http://127.0.0.1:5001" (`/v2` is added
+    /// unless `override_path`).
+    pub url: String,
+    /// "pull" (fetch blobs and manifests by digest) and/or "resolve" (tags
+    /// to digests). Empty: both.
+    pub capabilities: Vec<String>,
+    /// PEM CA bundles trusted for this mirror, besides the system roots.
+    pub ca_files: Vec<PathBuf>,
+    /// PEM client certificate and key presented to this mirror.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// Do not verify the mirror's certificate (testing only).
+    pub skip_verify: bool,
+    /// `url` already holds the API root (as `.../v2`): append nothing.
+    pub override_path: bool,
+}
+
+impl ImageConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| Err(ConfigError::Invalid { key, message });
+        if self.pull_progress_timeout_secs == 0 {
+            return invalid(
+                "image.pull_progress_timeout_secs".into(),
+                "must be at least 1".into(),
+            );
+        }
+        for (key, p) in [
+            ("image.hosts_dir", &self.hosts_dir),
+            ("image.credentials_file", &self.credentials_file),
+        ] {
+            if !p.as_os_str().is_empty() && !p.is_absolute() {
+                return invalid(key.into(), "must be an absolute path".into());
+            }
+        }
+        let url_ok = |u: &str| {
+            let rest = u
+                .strip_prefix("https://")
+                .or_else(|| u.strip_prefix("http://"));
+            rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+        };
+        let tls_ok = |key: &str, cas: &[PathBuf], cert: &PathBuf, k: &PathBuf| {
+            if cas.iter().any(|c| !c.is_absolute()) {
+                return invalid(format!("{key}.ca_files"), "must be absolute paths".into());
+            }
+            if cert.as_os_str().is_empty() != k.as_os_str().is_empty() {
+                return invalid(
+                    format!("{key}.client_cert"),
+                    "client_cert and client_key must be set together".into(),
+                );
+            }
+            if [cert, k]
+                .iter()
+                .any(|p| !p.as_os_str().is_empty() && !p.is_absolute())
+            {
+                return invalid(
+                    format!("{key}.client_cert"),
+                    "client_cert and client_key must be absolute paths".into(),
+                );
+            }
+            Ok(())
+        };
+        for (host, r) in &self.registries {
+            let key = format!("image.registries.\"{host}\"");
+            if host.is_empty() || host.contains('/') {
+                return invalid(key, "must be a registry host such as docker.io".into());
+            }
+            if !r.server.is_empty() && !url_ok(&r.server) {
+                return invalid(
+                    format!("{key}.server"),
+                    format!("{:?} must be an http:// or https:// URL", r.server),
+                );
+            }
+            tls_ok(&key, &r.ca_files, &r.client_cert, &r.client_key)?;
+            for (i, m) in r.mirrors.iter().enumerate() {
+                let mkey = format!("{key}.mirrors[{i}]");
+                if !url_ok(&m.url) {
+                    return invalid(
+                        format!("{mkey}.url"),
+                        format!("{:?} must be an http:// or https:// URL", m.url),
+                    );
+                }
+                if let Some(c) = m
+                    .capabilities
+                    .iter()
+                    .find(|c| !matches!(c.as_str(), "pull" | "resolve"))
+                {
+                    return invalid(
+                        format!("{mkey}.capabilities"),
+                        format!("{c:?} is not \"pull\" or \"resolve\""),
+                    );
+                }
+                tls_ok(&mkey, &m.ca_files, &m.client_cert, &m.client_key)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -199,6 +354,24 @@ impl Default for StreamingConfig {
     }
 }
 
+/// The Prometheus `/metrics` endpoint (plain HTTP).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `ip:port` the endpoint listens on; empty: no endpoint. The default,
+    /// 127.0.0.1:9898, is loopback only and clear of kubelet (10248,
+    /// 10250), containerd (1338) and CRI-O (9090, 9537).
+    pub address: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:9898".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
@@ -210,6 +383,17 @@ pub struct RuntimeConfig {
     /// GetContainerEvents: events a subscriber may fall behind by before
     /// its stream is ended with RESOURCE_EXHAUSTED.
     pub event_buffer: usize,
+    /// At start, remount the host's cgroup2 mount with the kernel's
+    /// `favordynmods` option (Linux >= 6.0): moving a container's first
+    /// process into its cgroup then no longer waits for an RCU grace period
+    /// (5-30 ms on some kernels), at the cost of slightly slower forks and
+    /// exits host-wide. Every other mount option is kept; a failure is only
+    /// logged. false: leave the host's cgroup mounts alone.
+    pub cgroup_favor_dynmods: bool,
+    /// Directories of CDI spec files (`*.json`, `*.yaml`, `*.yml`) that
+    /// CreateContainer's `CDI_devices` resolve against; a device defined in
+    /// a later directory overrides the same device in an earlier one.
+    pub cdi_spec_dirs: Vec<PathBuf>,
     /// Runtime handlers by name (the pod's `runtime_handler`). "" and
     /// "crius" always mean the built-in executor.
     pub handlers: BTreeMap<String, HandlerConfig>,
@@ -221,6 +405,8 @@ impl Default for RuntimeConfig {
             max_log_line_bytes: 16 * 1024,
             exec_output_max_bytes: 16 << 20,
             event_buffer: 1024,
+            cgroup_favor_dynmods: true,
+            cdi_spec_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
             handlers: BTreeMap::new(),
         }
     }
@@ -322,6 +508,7 @@ impl Config {
         if self.image.request_timeout_secs == 0 {
             return invalid("image.request_timeout_secs", "must be at least 1");
         }
+        self.image.validate()?;
         if !self.cni.conf_dir.is_absolute() {
             return invalid("cni.conf_dir", "must be an absolute path");
         }
@@ -364,6 +551,18 @@ impl Config {
                 return invalid(key, "must be at least 1");
             }
         }
+        if !self.metrics.address.is_empty()
+            && self
+                .metrics
+                .address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return invalid(
+                "metrics.address",
+                "must be ip:port (such as 127.0.0.1:9898) or empty for no endpoint",
+            );
+        }
         if !(1024..=16 << 20).contains(&self.runtime.exec_output_max_bytes) {
             return invalid(
                 "runtime.exec_output_max_bytes",
@@ -375,6 +574,12 @@ impl Config {
         }
         if !(1..=1 << 20).contains(&self.runtime.event_buffer) {
             return invalid("runtime.event_buffer", "must be between 1 and 1048576");
+        }
+        if let Some(d) = self.runtime.cdi_spec_dirs.iter().find(|d| !d.is_absolute()) {
+            return invalid(
+                "runtime.cdi_spec_dirs",
+                &format!("{} must be an absolute path", d.display()),
+            );
         }
         for (name, h) in &self.runtime.handlers {
             if !h.runtime_path.as_os_str().is_empty() && !h.runtime_path.is_absolute() {
@@ -439,12 +644,37 @@ default_registry = {defreg}
 insecure_registries = []
 # Layers downloaded concurrently per pull.
 max_concurrent_downloads = {mcd}
-# Seconds to wait for a registry to connect or answer.
+# Seconds to wait for a registry to connect and answer a request.
 request_timeout_secs = {rto}
+# A download receiving no bytes for this many seconds fails the pull.
+pull_progress_timeout_secs = {ppt}
+# containerd-style hosts directory: <dir>/<host[:port]>/hosts.toml (server,
+# [host."<url>"] capabilities, ca, client, skip_verify, override_path),
+# re-read when changed. See docs/registries.md.
+hosts_dir = {hostsdir}
+# Docker config.json credentials (auths per registry or mirror host), used
+# when kubelet sends none. Keep it mode 0600. Empty: none.
+credentials_file = ""
 
 # Mirrors per registry, tried in order before the registry itself:
 [image.mirrors]
 # "docker.io" = ["https://mirror.example.com", "http://127.0.0.1:5001"]
+
+# Per-registry settings (all optional):
+# [image.registries."registry.example.com:5000"]
+# server = "https://registry.example.com:5000"   # or http:// for plain HTTP
+# plain_http = false
+# ca_files = ["/etc/crius/certs/example-ca.pem"]
+# client_cert = "/etc/crius/certs/client.pem"
+# client_key = "/etc/crius/certs/client-key.pem"
+# skip_verify = false
+# request_timeout_secs = 0   # 0: image.request_timeout_secs
+# retries = 0
+# [[image.registries."registry.example.com:5000".mirrors]]
+# url = "https://mirror.example.com"
+# capabilities = ["pull", "resolve"]
+# ca_files = []
+# override_path = false
 
 [cni]
 # Network configs (.conflist, .conf, .json); the lexically first valid one is used.
@@ -464,6 +694,14 @@ exec_output_max_bytes = {execmax}
 # GetContainerEvents: how many events a subscriber may fall behind by before
 # its stream ends with RESOURCE_EXHAUSTED (it then relists).
 event_buffer = {evbuf}
+# Remount the host's cgroup2 mount with the kernel's favordynmods option at
+# start (every other option kept): a container's first move into its cgroup
+# then skips an RCU grace period (5-30 ms on some kernels); forks and exits
+# get slightly slower host-wide. false: leave the host's cgroup mounts alone.
+cgroup_favor_dynmods = {dynmods}
+# CDI spec dirs (JSON or YAML specs) for CreateContainer's CDI devices; a
+# device in a later dir overrides the same device in an earlier one.
+cdi_spec_dirs = [{cdidirs}]
 
 # Runtime handlers (a pod's runtime_handler). "" and "crius" are the
 # built-in executor; others may name an OCI runtime binary:
@@ -484,6 +722,10 @@ idle_timeout_secs = {sidle}
 # PEM certificate chain and private key: both set = HTTPS (https:// URLs).
 tls_cert_file = ""
 tls_key_file = ""
+
+[metrics]
+# Prometheus /metrics over plain HTTP on ip:port; "" turns it off.
+address = {maddr}
 "#,
         socket = q(&d.socket),
         state = q(&d.state_dir),
@@ -495,6 +737,8 @@ tls_key_file = ""
         defreg = toml_str(&d.image.default_registry),
         mcd = d.image.max_concurrent_downloads,
         rto = d.image.request_timeout_secs,
+        ppt = d.image.pull_progress_timeout_secs,
+        hostsdir = q(&d.image.hosts_dir),
         cniconf = q(&d.cni.conf_dir),
         cnibins = d
             .cni
@@ -507,11 +751,20 @@ tls_key_file = ""
         maxline = d.runtime.max_log_line_bytes,
         execmax = d.runtime.exec_output_max_bytes,
         evbuf = d.runtime.event_buffer,
+        dynmods = d.runtime.cgroup_favor_dynmods,
+        cdidirs = d
+            .runtime
+            .cdi_spec_dirs
+            .iter()
+            .map(|p| q(p))
+            .collect::<Vec<_>>()
+            .join(", "),
         saddr = toml_str(&d.streaming.address),
         sport = d.streaming.port,
         sttl = d.streaming.token_ttl_secs,
         screate = d.streaming.stream_creation_timeout_secs,
         sidle = d.streaming.idle_timeout_secs,
+        maddr = toml_str(&d.metrics.address),
     )
 }
 
@@ -527,6 +780,44 @@ mod tests {
     fn default_toml_parses_to_default() {
         let cfg = Config::parse(&default_toml(), Path::new("default")).unwrap();
         assert_eq!(cfg, Config::default());
+    }
+
+    /// `crius config default` (and so docs/configuration.md) names every
+    /// key the config has: a key added to a struct but not to the text
+    /// fails here.
+    #[test]
+    fn default_toml_names_every_key() {
+        fn leaves(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+            if let toml::Value::Table(t) = v {
+                for (k, v) in t {
+                    match v {
+                        toml::Value::Table(inner) if !inner.is_empty() => {
+                            leaves(&format!("{prefix}{k}."), v, out)
+                        }
+                        _ => out.push((prefix.to_owned(), k.clone())),
+                    }
+                }
+            }
+        }
+        let text = default_toml();
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| l.trim_start_matches(['#', ' ']))
+            .collect();
+        let mut keys = Vec::new();
+        leaves(
+            "",
+            &toml::Value::try_from(Config::default()).unwrap(),
+            &mut keys,
+        );
+        for (section, key) in keys {
+            let named = lines.iter().any(|l| {
+                l.starts_with(&format!("{key} ="))
+                    || *l == format!("[{section}{key}]")
+                    || l.starts_with(&format!("[{section}{key}."))
+            });
+            assert!(named, "`crius config default` does not name {section}{key}");
+        }
     }
 
     #[test]
@@ -545,6 +836,10 @@ mod tests {
         assert!(err.to_string().contains("log.format"), "{err}");
         let err = Config::parse("[runtime]\nevent_buffer = 0", Path::new("c")).unwrap_err();
         assert!(err.to_string().contains("runtime.event_buffer"), "{err}");
+        let err = Config::parse("[metrics]\naddress = \"9898\"", Path::new("c")).unwrap_err();
+        assert!(err.to_string().contains("metrics.address"), "{err}");
+        let off = Config::parse("[metrics]\naddress = \"\"", Path::new("c")).unwrap();
+        assert!(off.metrics.address.is_empty());
         let err = Config::parse(
             "[image.mirrors]\n\"docker.io\" = [\"ftp://x\"]",
             Path::new("c"),

@@ -41,6 +41,17 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Report what belongs to no recorded pod, container or image (mounts,
+    /// pinned namespaces, cgroups, monitors, bundles, layer dirs, blobs);
+    /// exits 1 when something was found. Refuses while the daemon runs.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Remove what was found (unmount, kill unrecorded monitors and
+        /// their cgroups' processes, delete).
+        #[arg(long)]
+        repair: bool,
+    },
     /// Internal: the pod namespace helper (request JSON on stdin).
     #[command(hide = true)]
     Pinns,
@@ -59,8 +70,19 @@ enum Command {
 enum ConfigCommand {
     /// Print the default configuration, with comments.
     Default,
-    /// Check a configuration file and print it with defaults filled in.
+    /// Check a configuration file and print it with defaults filled in;
+    /// CNI problems (no usable conflist, invalid ones, missing plugins)
+    /// are reported on stderr.
     Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Write a default bridge network (10-crius-bridge.conflist: cni0,
+    /// 10.88.0.0/16, portmap) into the CNI conf dir, only if it has no config.
+    CniDefault {
+        /// The conf dir (default: cni.conf_dir of the config).
+        #[arg(long)]
+        conf_dir: Option<PathBuf>,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -86,12 +108,24 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { config },
         } => load(config).and_then(|c| {
             print!("{}", toml::to_string(&c).context("printing config")?);
+            // Stdout stays the config; problems go to stderr without failing,
+            // since a node may get its CNI config after crius is configured.
+            for p in crius::network::default_conf::check(&c.cni.conf_dir, &c.cni.bin_dirs) {
+                eprintln!("crius config check: problem: {p}");
+            }
             Ok(())
         }),
+        Command::Config {
+            command: ConfigCommand::CniDefault { conf_dir, config },
+        } => cni_default(conf_dir, config),
         Command::Version => {
             println!("crius {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Check { config, repair } => match check(config, repair) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
         // No runtime or thread exists yet: the helper unshares namespaces.
         Command::Pinns => return crius::sys::namespace::pinns_main(),
         Command::Infra => return crius::sys::infra::infra_main(),
@@ -105,6 +139,66 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `crius check`: one line per leak; with `--repair`, each one's outcome.
+/// Exit 0 when clean (or all repaired), 1 otherwise.
+fn check(config: Option<PathBuf>, repair: bool) -> anyhow::Result<ExitCode> {
+    let config = load(config)?;
+    let found = crius::check::Check::run(&config)?;
+    if found.leaks.is_empty() {
+        println!("crius check: no leaks");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !repair {
+        for l in &found.leaks {
+            println!("{l}");
+        }
+        println!(
+            "crius check: {} leak(s); `crius check --repair` removes them",
+            found.leaks.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let mut failed = 0;
+    for (l, outcome) in found.repair() {
+        match outcome {
+            Ok(()) => println!("removed {l}"),
+            Err(e) => {
+                failed += 1;
+                println!("FAILED  {l}: {e}");
+            }
+        }
+    }
+    println!(
+        "crius check: {} leak(s), {} removed, {failed} failed",
+        found.leaks.len(),
+        found.leaks.len() - failed
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `crius config cni-default`: says what it did, or why it did nothing.
+fn cni_default(conf_dir: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
+    use crius::network::default_conf::{Outcome, write_default};
+    let c = load(config)?;
+    let dir = conf_dir.unwrap_or(c.cni.conf_dir);
+    match write_default(&dir, &c.cni.bin_dirs)? {
+        Outcome::Written(path) => println!("wrote {}", path.display()),
+        Outcome::Kept(existing) => {
+            let names: Vec<String> = existing.iter().map(|p| p.display().to_string()).collect();
+            println!(
+                "left {} alone: it already has a network config ({})",
+                dir.display(),
+                names.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 fn serve(config: Option<PathBuf>, log_level: Option<String>) -> anyhow::Result<()> {

@@ -113,6 +113,19 @@ impl Daemon {
                 }
             }
         })?;
+        if config.runtime.cgroup_favor_dynmods {
+            match crate::sys::cgroup::favor_dynmods() {
+                Ok(crate::sys::cgroup::Dynmods::Enabled(m)) => tracing::info!(
+                    mount = %m.display(),
+                    "cgroup favordynmods turned on (runtime.cgroup_favor_dynmods)"
+                ),
+                Ok(crate::sys::cgroup::Dynmods::AlreadyOn(_)) => {}
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "runtime.cgroup_favor_dynmods: cannot turn on favordynmods; container starts may wait for RCU grace periods"
+                ),
+            }
+        }
         let store = Arc::new(Store::open(&config.store_path())?);
         let in_use = stored_layer_pins(&store);
         let images = ImageManager::open(&config.image, store.clone(), &config.state_dir, &in_use)?;
@@ -133,8 +146,10 @@ impl Daemon {
             path: ro_exe.clone(),
             source,
         })?;
+        // One zygote forks monitors, exec helpers and pinns.
+        let zygote = Arc::new(crate::monitor::zygote::Zygote::new(ro_exe));
         let sandboxes = SandboxManager::open(
-            ro_exe.clone(),
+            zygote.clone(),
             &config.run_dir,
             store.clone(),
             cni,
@@ -142,7 +157,7 @@ impl Daemon {
             config.runtime.clone(),
         )?;
         let containers = ContainerManager::open(
-            ro_exe,
+            zygote,
             &config.run_dir,
             &config.state_dir,
             store,
@@ -204,6 +219,7 @@ impl Daemon {
         });
         let server = tonic::transport::Server::builder()
             .trace_fn(crate::telemetry::rpc_span)
+            .layer(self.cri.metrics.layer())
             .add_service(self.cri.runtime_service())
             .add_service(self.cri.image_service())
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
@@ -217,6 +233,7 @@ impl Daemon {
         .await
         .map_err(ServerError::Streaming)?;
         let _ = self.cri.streaming.set(streaming);
+        let _metrics = self.start_metrics().await;
         tracing::info!(socket = %socket.display(), "crius serving CRI");
         tokio::pin!(server);
         let result = tokio::select! {
@@ -234,6 +251,35 @@ impl Daemon {
         }
         tracing::info!("crius stopped");
         result
+    }
+}
+
+impl Daemon {
+    /// The Prometheus endpoint, unless `metrics.address` is empty. A port
+    /// that cannot be bound is logged, not fatal: kubelet needs the CRI
+    /// socket far more than a scraper needs its figures.
+    async fn start_metrics(&self) -> Option<crate::metrics::MetricsServer> {
+        let cri = &self.cri;
+        let address = cri.config.metrics.address.as_str();
+        if address.is_empty() {
+            return None;
+        }
+        let sources = crate::metrics::Sources {
+            sandboxes: cri.sandboxes.clone(),
+            containers: cri.containers.clone(),
+            images: cri.images.clone(),
+            monitor_sockets: cri.config.run_dir.join("s"),
+        };
+        match crate::metrics::MetricsServer::start(address, cri.metrics.clone(), sources).await {
+            Ok(s) => {
+                tracing::info!(address = %s.local_addr(), "serving Prometheus metrics on /metrics");
+                Some(s)
+            }
+            Err(e) => {
+                tracing::error!(address, error = %e, "metrics.address: cannot serve /metrics; continuing without it");
+                None
+            }
+        }
     }
 }
 

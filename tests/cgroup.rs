@@ -350,3 +350,45 @@ fn a_created_parent_shared_with_another_pod_is_left_to_it() {
     }
     cg.remove(&b).unwrap();
 }
+
+/// The first cgroup2 mount in mountinfo: mount point, per-mount options,
+/// superblock options.
+fn cgroup2_mount() -> (String, Vec<String>, Vec<String>) {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("reading mountinfo");
+    for line in text.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        if post.first() == Some(&"cgroup2") {
+            let split = |s: &str| s.split(',').map(str::to_owned).collect::<Vec<_>>();
+            return (pre[4].to_owned(), split(pre[5]), split(post[2]));
+        }
+    }
+    panic!("no cgroup2 mount on this host (a hybrid host mounts one at /sys/fs/cgroup/unified)");
+}
+
+/// `runtime.cgroup_favor_dynmods`: the kernel option is on afterwards
+/// (Linux >= 6.0) and every other option of the mount is as it was.
+#[test]
+fn favordynmods_is_turned_on_keeping_the_other_options() {
+    use crius::sys::cgroup::{Dynmods, favor_dynmods};
+    let _ = cgroups();
+    let (mount_point, mount_opts, super_opts) = cgroup2_mount();
+    let done = favor_dynmods().expect("turning on favordynmods (needs Linux >= 6.0)");
+    let (after_point, after_mount, after_super) = cgroup2_mount();
+    assert_eq!(after_point, mount_point);
+    assert!(
+        after_super.iter().any(|o| o == "favordynmods"),
+        "favordynmods not on after {done:?}: {after_super:?}"
+    );
+    for o in super_opts.iter().filter(|o| *o != "favordynmods") {
+        assert!(after_super.contains(o), "option {o} lost: {after_super:?}");
+    }
+    assert_eq!(after_mount, mount_opts, "per-mount options changed");
+    assert_eq!(
+        favor_dynmods(),
+        Ok(Dynmods::AlreadyOn(PathBuf::from(&mount_point)))
+    );
+}

@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 use common::*;
 use k8s_cri::v1::{
-    CgroupDriver, ListMetricDescriptorsRequest, RuntimeConfigRequest, StatusRequest, VersionRequest,
+    CgroupDriver, CheckpointContainerRequest, RuntimeConfigRequest, StatusRequest, VersionRequest,
 };
 use tonic::Code;
 
@@ -96,12 +96,16 @@ async fn rpcs_not_built_yet_answer_unimplemented() {
     let daemon = Daemon::start("");
     let mut rt = daemon.runtime_client().await;
     let err = rt
-        .list_metric_descriptors(ListMetricDescriptorsRequest {})
+        .checkpoint_container(CheckpointContainerRequest {
+            container_id: "c".into(),
+            location: "/tmp/c.tar".into(),
+            timeout: 10,
+        })
         .await
-        .expect_err("ListMetricDescriptors is not built yet");
+        .expect_err("CheckpointContainer is not built yet");
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
     assert!(
-        err.message().contains("ListMetricDescriptors"),
+        err.message().contains("CheckpointContainer"),
         "message names the RPC: {err:?}"
     );
     // Still serving.

@@ -111,6 +111,7 @@ fn full_request(dir: PathBuf) -> PinRequest {
             ("kernel.shmmax".into(), "68719476736".into()),
         ],
         pid: false,
+        userns: None,
     }
 }
 
@@ -161,6 +162,7 @@ fn pins_net_ipc_uts_with_hostname_sysctls_and_loopback() {
             uts: Some(dir.join("uts")),
             pid: None,
             infra_pid: None,
+            user: None,
         }
     );
     use std::os::unix::fs::PermissionsExt;
@@ -402,4 +404,76 @@ fn helper_rejects_bad_input_with_one_line_on_stderr() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
     assert!(stderr.contains("parsing the pin request"), "{stderr}");
+}
+
+/// The daemon has the monitor zygote fork `pinns` (no exec): the same
+/// pins, the pod's hostname and sysctls inside, a PID infra, and a failure
+/// that names the sysctl and leaves nothing behind.
+#[test]
+fn pinns_forked_by_the_zygote_pins_and_fails_cleanly() {
+    let _serial = serial();
+    require_root();
+    require_tool("nsenter", "util-linux");
+    let zygote = std::sync::Arc::new(crius::monitor::zygote::Zygote::new(crius_exe().to_owned()));
+    let run = |req: &PinRequest| {
+        let z = zygote.clone();
+        let dir = req.dir.clone();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("tokio runtime")
+            .block_on(crius::sys::namespace::pin_with(req, move |input| {
+                let (success, output) = z
+                    .run_pinns(&dir, &input)
+                    .unwrap_or_else(|e| panic!("the zygote did not run pinns: {e}"));
+                use std::os::unix::process::ExitStatusExt as _;
+                Ok(std::process::Output {
+                    status: std::process::ExitStatus::from_raw(if success { 0 } else { 256 }),
+                    stdout: output.clone(),
+                    stderr: output,
+                })
+            }))
+    };
+    let tmp = tempdir();
+    let dir = tmp.path().join("pods/z1/ns");
+    let mut req = full_request(dir.clone());
+    req.pid = true;
+    let pinned = run(&req).expect("pin through the zygote");
+    assert_eq!(pinned.net, Some(dir.join("net")));
+    assert_eq!(pinned.pid, Some(dir.join("pid")));
+    assert_eq!(pinned_kind(&dir.join("net")), Some(NsKind::Net));
+    assert_eq!(in_pod(&dir, &["hostname"]), "pod-a");
+    assert_eq!(
+        in_pod(
+            &dir,
+            &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]
+        ),
+        "0"
+    );
+    let infra = pinned.infra_pid.expect("an infra pid for a PID namespace");
+    assert!(
+        crius::sys::infra::alive(infra, &dir.join("pid")),
+        "infra {infra} is not holding the pod's PID namespace"
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(infra as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    unpin(&dir).expect("unpin");
+    assert!(mounts_under(tmp.path()).is_empty());
+
+    let dir = tmp.path().join("pods/z2/ns");
+    let mut req = full_request(dir.clone());
+    req.sysctls
+        .push(("net.ipv4.nonexistent_knob".into(), "1".into()));
+    let err = run(&req).expect_err("a nonexistent sysctl must fail");
+    assert!(
+        err.to_string().contains("net.ipv4.nonexistent_knob"),
+        "message does not name the key: {err}"
+    );
+    assert!(
+        mounts_under(tmp.path()).is_empty(),
+        "{:?}",
+        mounts_under(tmp.path())
+    );
+    assert!(!dir.exists(), "{} left behind", dir.display());
 }

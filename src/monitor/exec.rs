@@ -112,12 +112,12 @@ fn run(request: &Path, io: Stdio) -> Result<ExecReport, String> {
         std::fs::read(request).map_err(|e| format!("reading {}: {e}", request.display()))?;
     let req: ExecRequest = serde_json::from_slice(&bytes)
         .map_err(|e| format!("parsing {}: {e}", request.display()))?;
-    process::sigpipe_default(true);
+    process::sigpipe_default_after_exec(true);
     let pid = match &req.runtime {
         None => start_builtin(&req, io),
         Some(rt) => start_external(rt, &req, io),
     };
-    process::sigpipe_default(false);
+    process::sigpipe_default_after_exec(false);
     let pid = pid?;
     // SIGCHLD through a signalfd, blocked only now so that the process does
     // not inherit a blocked SIGCHLD; an exit before this is found by the

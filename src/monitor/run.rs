@@ -188,8 +188,9 @@ impl Monitor {
         };
 
         // The container's processes are forked from here: they must start
-        // with SIGPIPE at its default (see sys::process).
-        process::sigpipe_default(true);
+        // with SIGPIPE at its default, the monitor must survive a hook that
+        // does not read its stdin (see sys::process).
+        process::sigpipe_default_after_exec(true);
         let created = match &launch.runtime {
             None => create_builtin(
                 bundle,
@@ -209,7 +210,7 @@ impl Monitor {
                 console_listener.is_some().then_some(console.as_path()),
             ),
         };
-        process::sigpipe_default(false);
+        process::sigpipe_default_after_exec(false);
         let (executor, pid) = match created {
             Ok(c) => c,
             // The runtime's init reports its detail on the container's

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Mutex;
 
+use nix::fcntl::OFlag;
 use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, recvmsg, sendmsg, socketpair,
 };
@@ -46,6 +47,11 @@ pub enum Kind {
     /// An exec helper ([`super::exec`]) for a request file; descriptors:
     /// the report pipe, the command's stdin, stdout and stderr.
     Exec,
+    /// `crius pinns` ([`crate::sys::namespace`]) for a pod's namespace
+    /// directory; descriptors: its stdin (the request) and its output
+    /// (stdout and stderr). Not detached: the zygote waits for it and
+    /// answers with its exit status.
+    Pinns,
 }
 
 impl Kind {
@@ -53,6 +59,7 @@ impl Kind {
         match self {
             Kind::Monitor => b'M',
             Kind::Exec => b'X',
+            Kind::Pinns => b'P',
         }
     }
 
@@ -60,13 +67,14 @@ impl Kind {
         match t {
             b'M' => Some(Kind::Monitor),
             b'X' => Some(Kind::Exec),
+            b'P' => Some(Kind::Pinns),
             _ => None,
         }
     }
 
     fn fds(self) -> usize {
         match self {
-            Kind::Monitor => 2,
+            Kind::Monitor | Kind::Pinns => 2,
             Kind::Exec => 4,
         }
     }
@@ -103,7 +111,10 @@ pub fn main() -> ExitCode {
                 k.fds(),
                 fds.len()
             )),
-            Some(k) => fork_child(k, &path, fds),
+            Some(k) => fork_child(k, &path, fds).and_then(|code| match (k, code) {
+                (Kind::Pinns, c) if c != 0 => Err(format!("exit status {c}")),
+                _ => Ok(()),
+            }),
         };
         let text = match answer {
             Ok(()) => OK.to_vec(),
@@ -133,11 +144,13 @@ fn receive(sock: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Option<Received>
     Ok(Some((kind, PathBuf::from(path), fds)))
 }
 
-/// Forks the monitor or exec helper for `path` and reaps the fork (both
-/// detach with a second fork, so this returns as soon as they have). The
-/// child keeps no descriptor it does not use: `fds` move into it, and the
-/// parent's copies close when the closure is dropped unrun.
-fn fork_child(kind: Kind, path: &Path, fds: Vec<OwnedFd>) -> Result<(), String> {
+/// Forks the monitor, exec helper or pinns for `path` and reaps the fork
+/// (monitors and exec helpers detach with a second fork, so this returns as
+/// soon as they have; pinns is waited for). The child keeps no descriptor
+/// it does not use: `fds` move into it, and the parent's copies close when
+/// the closure is dropped unrun. Returns the fork's exit code (128 + the
+/// signal when killed).
+fn fork_child(kind: Kind, path: &Path, fds: Vec<OwnedFd>) -> Result<i32, String> {
     let child = process::fork_run(move || {
         // Monitor: [stdout, stderr]. Exec: [report → stdout, in, out, err];
         // the helper's own stderr stays the zygote's.
@@ -146,13 +159,26 @@ fn fork_child(kind: Kind, path: &Path, fds: Vec<OwnedFd>) -> Result<(), String> 
             return 1;
         };
         let rest = (fds.next(), fds.next());
+        if kind == Kind::Pinns {
+            // [stdin (the request), output (stdout and stderr)].
+            let redirected = nix::unistd::dup2_stdin(&first)
+                .and_then(|()| nix::unistd::dup2_stdout(&second))
+                .and_then(|()| nix::unistd::dup2_stderr(&second));
+            drop((first, second));
+            if let Err(e) = redirected {
+                eprintln!("monitor-zygote: setting up pinns' stdio: {e}");
+                return 1;
+            }
+            let _ = nix::sys::prctl::set_name(c"crius-pinns");
+            return crate::sys::namespace::pinns_run();
+        }
         let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string());
         let redirected = null.and_then(|null| {
             nix::unistd::dup2_stdin(&null)
                 .and_then(|()| nix::unistd::dup2_stdout(&first))
                 .and_then(|()| match kind {
                     Kind::Monitor => nix::unistd::dup2_stderr(&second),
-                    Kind::Exec => Ok(()),
+                    Kind::Exec | Kind::Pinns => Ok(()),
                 })
                 .map_err(|e| e.to_string())
         });
@@ -179,13 +205,15 @@ fn fork_child(kind: Kind, path: &Path, fds: Vec<OwnedFd>) -> Result<(), String> 
                 };
                 super::exec::main(path, io)
             }
-            (Kind::Exec, _) => 1,
+            (Kind::Exec | Kind::Pinns, _) => 1,
         }
     })
     .map_err(|e| format!("forking: {e}"))?;
     loop {
         match nix::sys::wait::waitpid(child, None) {
-            Ok(_) => return Ok(()),
+            Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => return Ok(0),
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(format!("waiting for the forked monitor: {e}")),
         }
@@ -239,7 +267,63 @@ impl Zygote {
         Err(last)
     }
 
+    /// The binary the zygote (and exec fallbacks) run from.
+    pub fn exe(&self) -> &Path {
+        &self.exe
+    }
+
+    /// Blocking: runs `crius pinns` for the namespace directory `dir`,
+    /// forked from the zygote, with `input` on its stdin. `Ok((success,
+    /// output))` once it has run, with its stdout and stderr together (the
+    /// result on success, its error line on failure); `Err` when the zygote
+    /// could not run it, so the caller may exec it instead.
+    pub fn run_pinns(&self, dir: &Path, input: &[u8]) -> Result<(bool, Vec<u8>), String> {
+        // The request is written before the fork, so it must fit in a pipe
+        // whatever the pipe quota (one page); pod requests are a few hundred
+        // bytes.
+        if input.len() > 4096 {
+            return Err(format!("pinns request of {} bytes", input.len()));
+        }
+        let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
+        let (in_r, in_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        match nix::unistd::write(&in_w, input) {
+            Ok(n) if n == input.len() => {}
+            Ok(n) => return Err(format!("short write of the pinns request: {n} bytes")),
+            Err(e) => return Err(format!("writing the pinns request: {e}")),
+        }
+        drop(in_w);
+        let ran = self.spawn(Kind::Pinns, dir, &[in_r.as_fd(), out_w.as_fd()]);
+        drop((in_r, out_w));
+        // pinns has exited (the zygote answers after reaping it), so what it
+        // wrote is in the pipe; non-blocking in case a process it started
+        // kept the write end.
+        nix::fcntl::fcntl(&out_r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+            .map_err(|e| format!("pinns output pipe: {e}"))?;
+        let mut output = Vec::new();
+        let mut buf = [0u8; 4096];
+        while output.len() < 64 * 1024 {
+            match nix::unistd::read(out_r.as_fd(), &mut buf) {
+                Ok(0) | Err(nix::errno::Errno::EAGAIN) => break,
+                Ok(n) => output.extend_from_slice(&buf[..n]),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(format!("reading pinns' output: {e}")),
+            }
+        }
+        match ran {
+            Ok(()) => Ok((true, output)),
+            Err(e) if e.starts_with("exit status") || !output.is_empty() => {
+                if output.is_empty() {
+                    output = e.into_bytes();
+                }
+                Ok((false, output))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn start(&self) -> Result<(OwnedFd, Child), String> {
+        let _span = tracing::info_span!("monitor.zygote.start").entered();
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,

@@ -14,6 +14,7 @@ use super::podfiles::{self, DnsConfig, PodFileError};
 use super::sysctl::SysctlError;
 use super::{detached, lock};
 use crate::id::{IdError, IdPrefix, PodSandboxId};
+use crate::monitor::zygote::Zygote;
 use crate::network::{AttachRequest, AttachResult, Cni, CniError, NetworkStatus, PortMapping};
 use crate::store::{Store, StoreError, Table, Write};
 use crate::sys::cgroup::{CgroupError, Cgroups, Created, Resources};
@@ -98,6 +99,10 @@ pub struct PodSpec {
     /// Pod-level limits (resources + overhead) for the pod cgroup.
     #[serde(default)]
     pub resources: Option<Resources>,
+    /// The pod's user namespace mappings (CRI userns mode POD); `None`: the
+    /// host's user namespace (NODE). See `runtime/userns.rs`.
+    #[serde(default)]
+    pub userns: Option<namespace::UserNs>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +165,8 @@ pub struct SandboxManager {
 #[derive(Debug)]
 struct Inner {
     exe: PathBuf,
+    /// Forks `pinns` (exec'd from `exe` when the zygote is unavailable).
+    zygote: Arc<Zygote>,
     pods_dir: PathBuf,
     store: Arc<Store>,
     cni: Cni,
@@ -208,7 +215,7 @@ impl SandboxManager {
     /// Loads pods from the store. A Ready pod whose pinned network namespace
     /// vanished (reboot, manual cleanup) is reported NotReady.
     pub fn open(
-        exe: PathBuf,
+        zygote: Arc<Zygote>,
         run_dir: &Path,
         store: Arc<Store>,
         cni: Cni,
@@ -223,10 +230,16 @@ impl SandboxManager {
         for (key, value) in store.scan(Table::Sandboxes)? {
             match serde_json::from_slice::<SandboxRecord>(&value) {
                 Ok(mut r) => {
-                    let ns_gone = [&r.pinned.net, &r.pinned.ipc, &r.pinned.uts, &r.pinned.pid]
-                        .into_iter()
-                        .flatten()
-                        .any(|p| !namespace::is_pinned(p))
+                    let ns_gone = [
+                        &r.pinned.net,
+                        &r.pinned.ipc,
+                        &r.pinned.uts,
+                        &r.pinned.pid,
+                        &r.pinned.user,
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .any(|p| !namespace::is_pinned(p))
                         || infra_dead(&r);
                     if r.state == SandboxState::Ready && ns_gone {
                         tracing::warn!(pod = %r.id, "pinned namespace missing; pod is NotReady");
@@ -238,6 +251,15 @@ impl SandboxManager {
                 Err(e) => tracing::error!(key, error = %e, "unreadable pod record skipped"),
             }
         }
+        // Start-up made the run dir 0700 again; user namespace pods' roots
+        // must still reach their containers (`userns::make_searchable`).
+        if pods
+            .values()
+            .any(|r: &SandboxRecord| r.pinned.user.is_some())
+            && let Err(e) = super::userns::make_searchable(&[run_dir])
+        {
+            tracing::warn!(error = %e, "user namespace pods cannot reach the run dir");
+        }
         let cgroups = match Cgroups::detect(Path::new("/sys/fs/cgroup")) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -247,7 +269,8 @@ impl SandboxManager {
         };
         Ok(Self {
             inner: Arc::new(Inner {
-                exe,
+                exe: zygote.exe().to_owned(),
+                zygote,
                 pods_dir,
                 store,
                 cni,
@@ -380,6 +403,34 @@ impl SandboxManager {
         }
     }
 
+    /// Runs `pinns` forked by the monitor zygote (no exec: a few
+    /// milliseconds less per pod), or exec'd when the zygote cannot.
+    fn pinns_runner(
+        &self,
+    ) -> impl FnOnce(Vec<u8>) -> Result<std::process::Output, NamespaceError> + Send + 'static {
+        let inner = self.inner.clone();
+        move |input| {
+            let dir = inner.pods_dir.clone();
+            match inner.zygote.run_pinns(&dir, &input) {
+                Ok((success, output)) => {
+                    use std::os::unix::process::ExitStatusExt as _;
+                    // A wait status: exit code 1 in the second byte.
+                    let status =
+                        std::process::ExitStatus::from_raw(if success { 0 } else { 1 << 8 });
+                    Ok(std::process::Output {
+                        status,
+                        stdout: output.clone(),
+                        stderr: output,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "monitor zygote unavailable; exec'ing pinns");
+                    namespace::exec_helper(&inner.exe, &input)
+                }
+            }
+        }
+    }
+
     pub fn pod_dir(&self, id: &PodSandboxId) -> PathBuf {
         self.inner.pods_dir.join(id.as_str())
     }
@@ -474,10 +525,21 @@ impl SandboxManager {
             hostname: (!host_net).then(|| hostname.clone()),
             sysctls: rec.spec.sysctls.clone(),
             pid: rec.spec.pid == NsMode::Pod,
+            userns: rec.spec.userns.clone(),
         };
-        if req.net || req.ipc || req.uts || req.pid {
+        if rec.spec.userns.is_some() {
+            tryb!(
+                super::userns::check_pod(&rec.spec, &self.inner.runtime).map_err(|e| {
+                    SandboxError::Namespace {
+                        id: id.clone(),
+                        source: NamespaceError::Userns(e),
+                    }
+                })
+            );
+        }
+        if req.net || req.ipc || req.uts || req.pid || req.userns.is_some() {
             rec.pinned = tryb!(
-                namespace::pin(&self.inner.exe, &req)
+                namespace::pin_with(&req, self.pinns_runner())
                     .await
                     .map_err(|source| {
                         SandboxError::Namespace {
@@ -485,6 +547,21 @@ impl SandboxManager {
                             source,
                         }
                     })
+            );
+        }
+        if rec.pinned.user.is_some() {
+            let ns_dir = dir.join("ns");
+            tryb!(
+                super::userns::make_searchable(&[
+                    self.inner.pods_dir.parent().unwrap_or(&self.inner.pods_dir),
+                    &self.inner.pods_dir,
+                    &dir,
+                    &ns_dir
+                ])
+                .map_err(|e| SandboxError::Namespace {
+                    id: id.clone(),
+                    source: NamespaceError::Userns(e),
+                })
             );
         }
         if let Some(netns) = rec.pinned.net.clone() {
@@ -507,6 +584,25 @@ impl SandboxManager {
             podfiles::hosts(&hostname, &rec.ips)
         };
         tryb!(std::fs::write(dir.join("hosts"), hosts).map_err(io("writing hosts")));
+        // The pod's root owns its hostname, resolv.conf and hosts (bound
+        // read-write into its containers), as it would in a host-userns pod.
+        if let Some(root) = rec
+            .spec
+            .userns
+            .as_ref()
+            .and_then(super::userns::mapped_root)
+        {
+            for f in ["hostname", "resolv.conf", "hosts"] {
+                tryb!(
+                    nix::unistd::chown(
+                        &dir.join(f),
+                        Some(nix::unistd::Uid::from_raw(root.0)),
+                        Some(nix::unistd::Gid::from_raw(root.1)),
+                    )
+                    .map_err(|e| io("giving the pod files to the pod's root")(e.into()))
+                );
+            }
+        }
         rec.state = SandboxState::Ready;
         tryb!(self.persist(&rec).await);
         Ok(rec)

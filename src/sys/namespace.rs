@@ -1,15 +1,16 @@
 //! Pod namespace pinning. A pod's network, IPC and UTS namespaces are created
-//! by a short-lived re-exec'd helper (`crius pinns`) and kept alive by
-//! bind-mounting `/proc/<helper>/ns/<kind>` onto files in the pod's run
-//! directory, so a pod costs no process.
+//! by a short-lived helper (`crius pinns`, forked by the monitor zygote or
+//! exec'd) and kept alive by bind-mounting `/proc/<helper>/ns/<kind>` onto
+//! files in the pod's run directory, so a pod costs no process.
 //!
 //! The daemon side ([`pin`], [`unpin`], [`is_pinned`]) never calls unshare or
 //! setns: the daemon is multi-threaded and those act on the calling thread
-//! only. [`pinns_main`] is the helper's body and runs only in the freshly
-//! exec'd, single-threaded helper. This module does not choose paths (the
-//! caller passes the directory) and does not decide which sysctls a pod may
-//! set (the caller's policy); it only refuses requests that would escape
-//! `/proc/sys` or change the host instead of the pod.
+//! only. [`pinns_run`] is the helper's body and runs only in a
+//! single-threaded process: freshly exec'd, or forked from the zygote. This
+//! module does not choose paths (the caller passes the directory) and does
+//! not decide which sysctls a pod may set (the caller's policy); it only
+//! refuses requests that would escape `/proc/sys` or change the host instead
+//! of the pod.
 
 use std::fmt;
 use std::fs::{self, DirBuilder, OpenOptions};
@@ -78,6 +79,29 @@ pub struct PinRequest {
     /// since a PID namespace without an init cannot be joined.
     #[serde(default)]
     pub pid: bool,
+    /// A pod user namespace with these mappings: made first, and the other
+    /// namespaces are created inside it (owned by it), so the pod's
+    /// containers, which join it first, hold privilege over them.
+    #[serde(default)]
+    pub userns: Option<UserNs>,
+}
+
+/// One range of a user namespace's uid or gid map: `length` ids from
+/// `container_id` inside map to ids from `host_id` outside (a line of
+/// `/proc/<pid>/uid_map`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub length: u32,
+}
+
+/// The uid and gid maps of a pod's user namespace (validated by the
+/// caller; the kernel checks them again when they are written).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserNs {
+    pub uids: Vec<IdMap>,
+    pub gids: Vec<IdMap>,
 }
 
 impl PinRequest {
@@ -106,6 +130,9 @@ pub struct Pinned {
     /// The infra process (host pid), when `pid` was requested.
     #[serde(default)]
     pub infra_pid: Option<u32>,
+    /// `<dir>/user`, the pod's user namespace, when `userns` was requested.
+    #[serde(default)]
+    pub user: Option<PathBuf>,
 }
 
 impl Pinned {
@@ -126,6 +153,9 @@ impl Pinned {
     }
 }
 
+/// The name of the user namespace's pin file under the pin directory.
+pub const USER_PIN: &str = "user";
+
 /// The pin file of `kind` under `dir`.
 pub fn pin_path(dir: &Path, kind: NsKind) -> PathBuf {
     dir.join(kind.name())
@@ -141,6 +171,8 @@ pub enum NamespaceError {
     },
     #[error("cannot start the pod's infra process (PID namespace holder): {0}")]
     Infra(String),
+    #[error("user namespace: {0}")]
+    Userns(String),
     #[error("pin directory {dir} must be an absolute path")]
     RelativeDir { dir: PathBuf },
     #[error("hostname {hostname:?} for {dir}: {reason}")]
@@ -326,6 +358,17 @@ pub fn validate(req: &PinRequest) -> Result<(), NamespaceError> {
 /// CRI call), the helper still runs to completion and its pins stay: the
 /// caller's failure path must [`unpin`] the directory.
 pub async fn pin(exe: &Path, req: &PinRequest) -> Result<Pinned, NamespaceError> {
+    let exe = exe.to_owned();
+    pin_with(req, move |input| exec_helper(&exe, &input)).await
+}
+
+/// [`pin`] with the helper run by `run`: given the request bytes, it returns
+/// the helper's exit status and output ([`exec_helper`], or a fork of the
+/// monitor zygote). It is called on a blocking thread.
+pub async fn pin_with<F>(req: &PinRequest, run: F) -> Result<Pinned, NamespaceError>
+where
+    F: FnOnce(Vec<u8>) -> Result<std::process::Output, NamespaceError> + Send + 'static,
+{
     validate(req)?;
     for kind in req.kinds() {
         let path = pin_path(&req.dir, kind);
@@ -333,13 +376,15 @@ pub async fn pin(exe: &Path, req: &PinRequest) -> Result<Pinned, NamespaceError>
             return Err(NamespaceError::AlreadyPinned { kind, path });
         }
     }
+    if req.userns.is_some() && req.dir.join(USER_PIN).symlink_metadata().is_ok() {
+        return Err(NamespaceError::Userns(format!(
+            "{} already exists (unpin the directory first)",
+            req.dir.join(USER_PIN).display()
+        )));
+    }
     let dir_existed = req.dir.symlink_metadata().is_ok();
     let input = serde_json::to_vec(req).map_err(NamespaceError::EncodeRequest)?;
-    let exe = exe.to_owned();
-    // std::process in a blocking task: spawning is fork+exec (posix_spawn),
-    // the child runs no Rust code before exec, so this is safe from the
-    // multi-threaded daemon. The namespace work happens in the new process.
-    let result = match tokio::task::spawn_blocking(move || run_helper(&exe, &input)).await {
+    let result = match tokio::task::spawn_blocking(move || run(input)).await {
         Err(source) => Err(NamespaceError::HelperTask {
             dir: req.dir.clone(),
             source,
@@ -351,6 +396,9 @@ pub async fn pin(exe: &Path, req: &PinRequest) -> Result<Pinned, NamespaceError>
         // Best effort: the error that matters is the helper's.
         for kind in req.kinds() {
             let _ = remove_pin(&pin_path(&req.dir, kind));
+        }
+        if req.userns.is_some() {
+            let _ = remove_pin(&req.dir.join(USER_PIN));
         }
         if !dir_existed {
             let _ = fs::remove_dir(&req.dir);
@@ -389,7 +437,11 @@ fn helper_result(dir: &Path, output: &std::process::Output) -> Result<Pinned, Na
     })
 }
 
-fn run_helper(exe: &Path, input: &[u8]) -> Result<std::process::Output, NamespaceError> {
+/// Runs `<exe> pinns` with `input` on its stdin. Blocking. std::process:
+/// spawning is fork+exec (posix_spawn), the child runs no Rust code before
+/// exec, so this is safe from the multi-threaded daemon; the namespace work
+/// happens in the new process.
+pub fn exec_helper(exe: &Path, input: &[u8]) -> Result<std::process::Output, NamespaceError> {
     let spawn_err = |source| NamespaceError::Spawn {
         exe: exe.to_owned(),
         source,
@@ -425,6 +477,7 @@ pub fn unpin(dir: &Path) -> Result<(), NamespaceError> {
         remove_pin(&pin_path(dir, kind))?;
     }
     remove_pin(&dir.join("pid"))?;
+    remove_pin(&dir.join(USER_PIN))?;
     match fs::remove_dir(dir) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(NamespaceError::Remove {
             path: dir.to_owned(),
@@ -501,18 +554,26 @@ pub fn pinned_kind(path: &Path) -> Option<NsKind> {
         .find(|k| k.clone_flag().bits() == ty)
 }
 
-/// The helper process's body (`crius pinns`). Must run in a freshly exec'd
-/// process before any thread exists: unshare changes only the calling
-/// thread, and `/proc/self` names the thread-group leader, so the namespaces
-/// must be the main thread's. Prints the [`Pinned`] JSON on stdout; on
+/// The helper process's body (`crius pinns`). Must run in a single-threaded
+/// process (freshly exec'd, or forked from the single-threaded zygote):
+/// unshare changes only the calling thread, and `/proc/self` names the
+/// thread-group leader, so the namespaces must be the main thread's. Prints the [`Pinned`] JSON on stdout; on
 /// failure undoes its mounts and prints one line on stderr.
 pub fn pinns_main() -> ExitCode {
+    ExitCode::from(pinns_run() as u8)
+}
+
+/// [`pinns_main`]'s body, also run by the monitor zygote in a forked
+/// (single-threaded) child with stdin and stdout/stderr redirected: 0 on
+/// success, 1 on failure.
+pub fn pinns_run() -> i32 {
     match helper_body() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             let message = e.to_string().replace('\n', " ");
-            eprintln!("crius pinns: {message}");
-            ExitCode::FAILURE
+            // Not eprintln!: it panics when stderr is gone.
+            let _ = writeln!(io::stderr(), "crius pinns: {message}");
+            1
         }
     }
 }
@@ -524,9 +585,32 @@ fn helper_body() -> Result<(), NamespaceError> {
         .map_err(NamespaceError::ReadRequest)?;
     let req: PinRequest = serde_json::from_str(&input).map_err(NamespaceError::ParseRequest)?;
     validate(&req)?;
-    let kinds = req.kinds();
     let mut pins = Pins::create(&req.dir)?;
+    match &req.userns {
+        None => {
+            let infra = enter_pod_namespaces(&req)?;
+            pin_all(&req, &mut pins, "self", infra)?;
+        }
+        Some(userns) => userns_pod(&req, userns, &mut pins)?,
+    }
 
+    let mut out =
+        serde_json::to_string(&pins.pinned).map_err(|e| NamespaceError::WriteResult(e.into()))?;
+    out.push('\n');
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(NamespaceError::WriteResult)?;
+    pins.keep();
+    Ok(())
+}
+
+/// Unshares the pod's namespaces in the calling process, configures them
+/// (hostname, `lo`, sysctls) and starts the infra when a PID namespace is
+/// asked for; returns the infra's host pid.
+fn enter_pod_namespaces(req: &PinRequest) -> Result<Option<u32>, NamespaceError> {
+    let kinds = req.kinds();
     let flags = kinds
         .iter()
         .fold(CloneFlags::empty(), |f, k| f | k.clone_flag());
@@ -548,29 +632,191 @@ fn helper_body() -> Result<(), NamespaceError> {
     for (key, value) in &req.sysctls {
         write_sysctl(key, value)?;
     }
-    for kind in kinds {
-        pins.bind(kind)?;
-    }
     if req.pid {
-        let infra = super::infra::spawn()?;
-        let path = req.dir.join("pid");
-        if let Err(e) = pins.bind_file(&path, &format!("/proc/{infra}/ns/pid"), "pid") {
-            super::infra::kill(infra);
+        return Ok(Some(super::infra::spawn()?));
+    }
+    Ok(None)
+}
+
+/// Bind-mounts the namespaces of `/proc/<proc>/ns/*` (and the infra's PID
+/// namespace) onto the pin files. Kills the infra when a pin fails.
+fn pin_all(
+    req: &PinRequest,
+    pins: &mut Pins,
+    proc: &str,
+    infra: Option<u32>,
+) -> Result<(), NamespaceError> {
+    let result = (|| {
+        for kind in req.kinds() {
+            pins.bind(proc, kind)?;
+        }
+        if let Some(infra) = infra {
+            let path = req.dir.join("pid");
+            pins.bind_file(&path, &format!("/proc/{infra}/ns/pid"), "pid")?;
+            pins.pinned.pid = Some(path);
+            pins.pinned.infra_pid = Some(infra);
+        }
+        Ok(())
+    })();
+    if result.is_err()
+        && let Some(infra) = infra
+    {
+        super::infra::kill(infra);
+    }
+    result
+}
+
+/// A pod with its own user namespace. A child process unshares the user
+/// namespace; this process (root in the host's namespace, which the map
+/// files require) writes its uid and gid maps; the child then becomes root
+/// inside and creates the other namespaces there, so they are owned by the
+/// pod's user namespace, as the kernel requires for the pod's containers
+/// to act on them (setns, mounting sysfs and mqueue, sysctls). This process
+/// pins them from `/proc/<child>/ns/*`: the child has no privilege over the
+/// host's mount namespace. `setgroups` stays allowed (no `deny`): the map
+/// is written by a privileged process, and containers need setgroups(2).
+fn userns_pod(req: &PinRequest, userns: &UserNs, pins: &mut Pins) -> Result<(), NamespaceError> {
+    use std::io::{BufRead as _, BufReader};
+    use std::os::unix::net::UnixStream;
+    let err = |what: &str, e: &dyn fmt::Display| NamespaceError::Userns(format!("{what}: {e}"));
+    let (parent_end, child_end) =
+        UnixStream::pair().map_err(|e| err("creating the socket pair", &e))?;
+    // SAFETY: this process is single-threaded (see `pinns_main`), so the
+    // child may run any code; it leaves through `_exit` and never returns
+    // into the caller's frames.
+    let fork = unsafe { nix::unistd::fork() }.map_err(|e| err("fork", &e))?;
+    let child = match fork {
+        nix::unistd::ForkResult::Child => {
+            drop(parent_end);
+            let code = userns_child(req, child_end);
+            // SAFETY: `_exit` ends the process without running the parent's
+            // atexit handlers or destructors twice.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(child_end);
+    let reap = |kill: bool| {
+        if kill {
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = nix::sys::wait::waitpid(child, None);
+    };
+    let mut reader = match parent_end.try_clone() {
+        Ok(r) => BufReader::new(r),
+        Err(e) => {
+            reap(true);
+            return Err(err("cloning the socket", &e));
+        }
+    };
+    let mut writer = parent_end;
+    let mut line = String::new();
+    let mut next_line = |line: &mut String| -> Result<(), NamespaceError> {
+        line.clear();
+        reader
+            .read_line(line)
+            .map_err(|e| err("reading from the namespace child", &e))?;
+        match line.trim_end().strip_prefix("err ") {
+            Some(message) => Err(NamespaceError::Userns(message.to_owned())),
+            None if line.is_empty() => Err(NamespaceError::Userns(
+                "the namespace child exited without an answer".into(),
+            )),
+            None => Ok(()),
+        }
+    };
+    let result = (|| {
+        next_line(&mut line)?;
+        write_id_map(child.as_raw(), "uid_map", &userns.uids)?;
+        write_id_map(child.as_raw(), "gid_map", &userns.gids)?;
+        writer
+            .write_all(b"m")
+            .map_err(|e| err("signalling the namespace child", &e))?;
+        next_line(&mut line)?;
+        let infra = match line.trim_end().strip_prefix("ok ") {
+            Some("0") => None,
+            Some(pid) => Some(
+                pid.parse::<u32>()
+                    .map_err(|e| err(&format!("infra pid {pid:?} from the namespace child"), &e))?,
+            ),
+            None => return Err(err("namespace child", &format!("said {line:?}"))),
+        };
+        let path = req.dir.join(USER_PIN);
+        let source = format!("/proc/{}/ns/user", child.as_raw());
+        if let Err(e) = pins.bind_file(&path, &source, "user") {
+            if let Some(infra) = infra {
+                super::infra::kill(infra);
+            }
             return Err(e);
         }
-        pins.pinned.pid = Some(path);
-        pins.pinned.infra_pid = Some(infra);
-    }
+        pins.pinned.user = Some(path);
+        pin_all(req, pins, &child.as_raw().to_string(), infra)
+    })();
+    // EOF tells the child to exit (shutdown, not drop: `reader` holds a
+    // duplicate of the socket).
+    let _ = writer.shutdown(std::net::Shutdown::Both);
+    reap(result.is_err());
+    result
+}
 
-    let mut out =
-        serde_json::to_string(&pins.pinned).map_err(|e| NamespaceError::WriteResult(e.into()))?;
-    out.push('\n');
-    let mut stdout = io::stdout().lock();
-    stdout
-        .write_all(out.as_bytes())
-        .and_then(|()| stdout.flush())
-        .map_err(NamespaceError::WriteResult)?;
-    pins.keep();
+/// The child's side of [`userns_pod`]: one line back per step, `err <why>`
+/// on failure. Returns its exit code.
+fn userns_child(req: &PinRequest, mut sock: std::os::unix::net::UnixStream) -> i32 {
+    let step = |what: &str, e: &dyn fmt::Display| format!("{what}: {e}");
+    let unshared = nix::sched::unshare(CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| step("unshare(CLONE_NEWUSER)", &e));
+    let answer = match &unshared {
+        Ok(()) => "unshared\n".to_owned(),
+        Err(e) => format!("err {}\n", e.replace('\n', " ")),
+    };
+    if sock.write_all(answer.as_bytes()).is_err() || unshared.is_err() {
+        return 1;
+    }
+    let mut go = [0u8; 1];
+    if !matches!(sock.read(&mut go), Ok(1)) || go[0] != b'm' {
+        return 1;
+    }
+    let result = (|| -> Result<Option<u32>, String> {
+        // Root inside: files this process creates (none today) and the
+        // credentials its children inherit are the pod's mapped root.
+        let root_gid = nix::unistd::Gid::from_raw(0);
+        let root_uid = nix::unistd::Uid::from_raw(0);
+        nix::unistd::setresgid(root_gid, root_gid, root_gid)
+            .map_err(|e| step("setresgid(0)", &e))?;
+        nix::unistd::setgroups(&[]).map_err(|e| step("setgroups([])", &e))?;
+        nix::unistd::setresuid(root_uid, root_uid, root_uid)
+            .map_err(|e| step("setresuid(0)", &e))?;
+        enter_pod_namespaces(req).map_err(|e| e.to_string())
+    })();
+    let answer = match result {
+        Ok(infra) => format!("ok {}\n", infra.unwrap_or(0)),
+        Err(e) => format!("err {}\n", e.replace('\n', " ")),
+    };
+    if sock.write_all(answer.as_bytes()).is_err() {
+        return 1;
+    }
+    // Stay alive (our /proc/<pid>/ns/* are being pinned) until the parent
+    // closes its end.
+    let _ = sock.read(&mut go);
+    0
+}
+
+/// Writes a user namespace's `uid_map` or `gid_map` in one write(2), as the
+/// kernel requires.
+fn write_id_map(pid: i32, file: &str, maps: &[IdMap]) -> Result<(), NamespaceError> {
+    let text: String = maps
+        .iter()
+        .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.length))
+        .collect();
+    let path = format!("/proc/{pid}/{file}");
+    let err = |e: io::Error| NamespaceError::Userns(format!("writing {text:?} to {path}: {e}"));
+    let mut f = OpenOptions::new().write(true).open(&path).map_err(err)?;
+    let n = f.write(text.as_bytes()).map_err(err)?;
+    if n != text.len() {
+        return Err(err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write: {n} of {} bytes", text.len()),
+        )));
+    }
     Ok(())
 }
 
@@ -687,7 +933,8 @@ impl Pins {
         Ok(())
     }
 
-    fn bind(&mut self, kind: NsKind) -> Result<(), NamespaceError> {
+    /// Pins `/proc/<proc>/ns/<kind>` (`proc` is `self` or a pid).
+    fn bind(&mut self, proc: &str, kind: NsKind) -> Result<(), NamespaceError> {
         let path = pin_path(&self.dir, kind);
         OpenOptions::new()
             .write(true)
@@ -710,7 +957,7 @@ impl Pins {
         self.files.push(path.clone());
         // No mount namespace is unshared: the mount lands in the daemon's
         // (host) mount namespace, where the pod's containers will find it.
-        let source = format!("/proc/self/ns/{}", kind.name());
+        let source = format!("/proc/{proc}/ns/{}", kind.name());
         nix::mount::mount(
             Some(source.as_str()),
             &path,

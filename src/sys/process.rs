@@ -36,20 +36,25 @@ pub fn fork_run(child: impl FnOnce() -> i32) -> nix::Result<nix::unistd::Pid> {
     }
 }
 
-/// Sets SIGPIPE to its default action (`true`) or ignores it (`false`).
+/// While the container's processes are forked (`true`): SIGPIPE runs a
+/// handler that does nothing; afterwards (`false`): ignored again.
 ///
-/// The Rust runtime ignores SIGPIPE, and ignored signals survive fork and
-/// exec: the monitor restores the default while the container's processes
-/// are forked (or `yes | head` would never end inside the container), and
-/// ignores it again for itself.
-pub fn sigpipe_default(default: bool) {
-    let handler = if default {
-        SigHandler::SigDfl
+/// The Rust runtime ignores SIGPIPE, and an ignored signal survives fork and
+/// exec, so `yes | head` would never end inside the container. A handled
+/// signal is reset to its default action by exec: the container's programs
+/// start with SIGPIPE at its default, while this process, which meanwhile
+/// writes the state to OCI hooks' stdin (libcontainer runs createRuntime
+/// hooks here), gets EPIPE from a hook that exits without reading instead
+/// of being killed.
+pub fn sigpipe_default_after_exec(on: bool) {
+    extern "C" fn nothing(_: libc::c_int) {}
+    let handler = if on {
+        SigHandler::Handler(nothing)
     } else {
         SigHandler::SigIgn
     };
-    // SAFETY: SigDfl/SigIgn install no handler function, so no Rust code
-    // runs in signal context.
+    // SAFETY: the handler does nothing, so it is async-signal-safe; SigIgn
+    // installs no function at all.
     let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, handler) };
 }
 

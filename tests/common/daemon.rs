@@ -412,10 +412,44 @@ pub fn kill_containers(run_dir: &Path) {
     }
 }
 
+/// Kills the infra processes of the test daemon's pods (pid 1 of a pod PID
+/// namespace, pinned at `<run_dir>/pods/<id>/ns/pid`): each also holds its
+/// pod's network namespace, so one left running keeps a veth on the host.
+pub fn kill_infras(run_dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(pods) = std::fs::read_dir(run_dir.join("pods")) else {
+        return;
+    };
+    let namespaces: Vec<u64> = pods
+        .flatten()
+        .filter_map(|p| std::fs::metadata(p.path().join("ns/pid")).ok())
+        .filter(|m| m.dev() != 0 && m.size() == 0)
+        .map(|m| m.ino())
+        .collect();
+    if namespaces.is_empty() {
+        return;
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if std::fs::metadata(p.path().join("ns/pid")).is_ok_and(|m| namespaces.contains(&m.ino())) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
         kill_containers(&self.paths.run_dir);
+        kill_infras(&self.paths.run_dir);
         unmount_below(self.dir.path());
         if std::thread::panicking() {
             let log = self.log();

@@ -14,12 +14,14 @@ pub mod fixtures;
 pub mod image;
 pub mod layer;
 pub mod net;
+pub mod otlp;
 pub mod overlay;
 pub mod pods;
 pub mod proxy;
 pub mod push;
 pub mod registry;
 pub mod spdy;
+pub mod tls;
 
 pub use daemon::{
     CRIUS, Daemon, DaemonPaths, connect_unix, default_config_text, insecure_registries, run_crius,

@@ -11,6 +11,7 @@
 
 mod exec;
 mod stats;
+mod volumes;
 
 pub use exec::{ExecIo, ExecOutput, ExecStreams, ExecWaiter};
 pub use stats::{ContainerStats, PodStats};
@@ -24,10 +25,12 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tracing::Instrument as _;
+
 use super::spec::{self, SpecInput};
 use super::{
     ContainerError, ContainerFilter, ContainerRecord, ContainerResources, ContainerSpec,
-    ContainerState, EffectiveUser, Propagation,
+    ContainerState, EffectiveUser, ImageVolume, Propagation,
 };
 use crate::config::RuntimeConfig;
 use crate::id::{ChainId, ContainerId, IdPrefix};
@@ -37,6 +40,7 @@ use crate::monitor::client::{self, ClientError};
 use crate::monitor::proto::{self, request::Kind};
 use crate::monitor::zygote::{self, Zygote};
 use crate::monitor::{ExitRecord, Launch, Report, now_ns};
+use crate::runtime::cdi;
 use crate::runtime::events::{ContainerEvent, EventKind, Events};
 use crate::runtime::sandbox::{SandboxManager, SandboxRecord, SandboxState};
 use crate::runtime::security;
@@ -60,8 +64,9 @@ pub struct ContainerManager {
 struct Inner {
     /// The read-only bind of the crius binary monitors run from.
     exe: PathBuf,
-    /// Forks monitors (falls back to exec'ing `exe` when unavailable).
-    zygote: Zygote,
+    /// Forks monitors (falls back to exec'ing `exe` when unavailable);
+    /// shared with the sandbox manager, which has it fork `pinns`.
+    zygote: Arc<Zygote>,
     /// The previous CPU sample of each container, for rates.
     cpu_samples: stats::CpuSamples,
     run_dir: PathBuf,
@@ -91,13 +96,15 @@ pub fn stored_layer_pins(store: &Store) -> Vec<ChainId> {
     #[derive(serde::Deserialize)]
     struct Layers {
         chain_ids: Vec<ChainId>,
+        #[serde(default)]
+        image_volumes: Vec<ImageVolume>,
     }
     store
         .scan(Table::Containers)
         .unwrap_or_default()
         .into_iter()
         .filter_map(|(_, v)| serde_json::from_slice::<Layers>(&v).ok())
-        .flat_map(|l| l.chain_ids)
+        .flat_map(|l| volumes::all_layers(&l.chain_ids, &l.image_volumes))
         .collect()
 }
 
@@ -123,7 +130,7 @@ impl ContainerManager {
     /// Loads the records; containers that exited while the daemon was down
     /// get their exit from `exit.json`. Call [`Self::resume`] once serving.
     pub fn open(
-        exe: PathBuf,
+        zygote: Arc<Zygote>,
         run_dir: &Path,
         state_dir: &Path,
         store: Arc<Store>,
@@ -158,9 +165,9 @@ impl ContainerManager {
             .unwrap_or(0);
         Ok(Self {
             inner: Arc::new(Inner {
-                zygote: Zygote::new(exe.clone()),
+                exe: zygote.exe().to_owned(),
+                zygote,
                 cpu_samples: stats::CpuSamples::default(),
-                exe,
                 run_dir: run_dir.to_path_buf(),
                 bundles,
                 uppers,
@@ -223,27 +230,7 @@ impl ContainerManager {
             .keys()
             .map(|id| id.as_str().to_owned())
             .collect();
-        let mut orphans = std::collections::BTreeSet::new();
-        for dir in [&self.inner.bundles, &self.inner.uppers] {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if known.contains(&name) {
-                    continue;
-                }
-                match ContainerId::parse(&name) {
-                    Ok(id) => {
-                        orphans.insert(id);
-                    }
-                    Err(_) => {
-                        tracing::warn!(dir = %dir.display(), entry = %name, "unexpected entry left alone");
-                    }
-                }
-            }
-        }
-        for id in orphans {
+        for id in unrecorded_containers(&[&self.inner.bundles, &self.inner.uppers], &known) {
             tracing::info!(container = %id, "removing the remains of an interrupted CreateContainer");
             self.remove_files(&id, None);
         }
@@ -304,10 +291,7 @@ impl ContainerManager {
     /// 108 bytes, too few for the bundle path; 32 hex digits are unique
     /// enough among one node's containers.
     fn socket(&self, id: &ContainerId) -> PathBuf {
-        self.inner
-            .run_dir
-            .join("s")
-            .join(format!("{}.sock", &id.as_str()[..32]))
+        monitor_socket(&self.inner.run_dir, id)
     }
 
     fn state_root(&self, handler: &str) -> Result<(PathBuf, Option<PathBuf>), ContainerError> {
@@ -436,6 +420,14 @@ impl ContainerManager {
                 });
             }
         };
+        let volumes = match self.pin_image_volumes(&spec).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.inner.images.release_layers(&image.chain_ids).await;
+                lock(&self.inner.names).remove(&key);
+                return Err(e);
+            }
+        };
         let image_config = self
             .inner
             .images
@@ -445,22 +437,33 @@ impl ContainerManager {
         let me = self.clone();
         let (id2, pod2, spec2) = (id.clone(), pod.clone(), spec.clone());
         let chains = image.chain_ids.clone();
+        // Everything pinned for this container: rootfs and image volumes.
+        let pinned = volumes::all_layers(&chains, volumes.iter().map(|(v, _)| v));
+        let image_volumes: Vec<_> = volumes.iter().map(|(v, _)| v.clone()).collect();
         let image_ref = image
             .repo_digests
             .first()
             .cloned()
             .unwrap_or_else(|| image_id.to_string());
-        let built =
-            blocking(move || me.build(&id2, &pod2, &spec2, image_config.as_ref(), &layer_dirs))
-                .await
-                .and_then(|r| r);
+        let built = blocking(move || {
+            me.build(
+                &id2,
+                &pod2,
+                &spec2,
+                image_config.as_ref(),
+                &layer_dirs,
+                &volumes,
+            )
+        })
+        .await
+        .and_then(|r| r);
         let (cgroup_path, user_out, stop_signal, log_path, resources) = match built {
             Ok(b) => b,
             Err(e) => {
                 let me = self.clone();
                 let id2 = id.clone();
                 let _ = blocking(move || me.remove_files(&id2, None)).await;
-                self.inner.images.release_layers(&chains).await;
+                self.inner.images.release_layers(&pinned).await;
                 lock(&self.inner.names).remove(&key);
                 return Err(e);
             }
@@ -472,6 +475,7 @@ impl ContainerManager {
             image_id,
             image_ref,
             chain_ids: chains.clone(),
+            image_volumes,
             handler: pod.spec.runtime_handler.clone(),
             state: ContainerState::Created,
             created_ns: now_ns(),
@@ -491,7 +495,7 @@ impl ContainerManager {
             let me = self.clone();
             let id2 = id.clone();
             let _ = blocking(move || me.remove_files(&id2, None)).await;
-            self.inner.images.release_layers(&chains).await;
+            self.inner.images.release_layers(&pinned).await;
             lock(&self.inner.names).remove(&key);
             return Err(e);
         }
@@ -508,6 +512,7 @@ impl ContainerManager {
         spec: &ContainerSpec,
         image: Option<&ImageConfig>,
         layers: &[PathBuf],
+        volumes: &[(ImageVolume, Vec<PathBuf>)],
     ) -> Result<
         (
             String,
@@ -554,6 +559,16 @@ impl ContainerManager {
         // The pod's handler must still be configured (the config may have
         // changed since the pod was made).
         self.state_root(&pod.spec.runtime_handler)?;
+        let cdi_edits = if spec.cdi_devices.is_empty() {
+            None
+        } else {
+            let registry = cdi::Registry::load(&self.inner.runtime.cdi_spec_dirs);
+            Some(
+                registry
+                    .resolve(&spec.cdi_devices)
+                    .map_err(|e| ContainerError::Invalid(e.to_string()))?,
+            )
+        };
 
         // The bundle and the rootfs.
         let bundle = self.bundle(id);
@@ -576,8 +591,25 @@ impl ContainerManager {
         mk(&work, 0o700)?;
         mk(&rootfs, 0o755)?;
         let lowers: Vec<&Path> = layers.iter().map(PathBuf::as_path).collect();
-        mount::mount_overlay(&lowers, &upper, &work, &rootfs)
-            .map_err(|e| fail("mounting the rootfs", e.to_string()))?;
+        let idmapped_layers = userns_layers(pod, &lowers, &bundle, &upper, &work).map_err(|e| {
+            fail(
+                "id-mapping the image layers into the pod's user namespace",
+                e,
+            )
+        })?;
+        let idmapped_lowers: Option<Vec<&Path>> = idmapped_layers
+            .as_ref()
+            .map(|v| v.iter().map(PathBuf::as_path).collect());
+        let mounted = mount::mount_overlay(
+            idmapped_lowers.as_deref().unwrap_or(&lowers),
+            &upper,
+            &work,
+            &rootfs,
+        );
+        if let Some(dirs) = &idmapped_layers {
+            crate::runtime::userns::release_layers(dirs);
+        }
+        mounted.map_err(|e| fail("mounting the rootfs", e.to_string()))?;
 
         let user = user::resolve(
             &rootfs,
@@ -640,6 +672,10 @@ impl ContainerManager {
         } else {
             None
         };
+        // Image volumes: read-only overlays of their layers in the bundle.
+        let with_volumes = volumes::mount_image_volumes(&bundle, &upper_dir, spec, volumes)
+            .map_err(|e| fail("mounting image volumes", e))?;
+        let spec = with_volumes.as_ref().unwrap_or(spec);
         // libcontainer ignores per-mount propagation (see `stage_mounts`).
         let staged = if self.state_root(&pod.spec.runtime_handler)?.1.is_none() {
             stage_mounts(&bundle.join(STAGED_MOUNTS), spec)
@@ -647,8 +683,16 @@ impl ContainerManager {
         } else {
             None
         };
+        // A user namespace pod: its CRI volumes id-mapped too.
+        let spec = staged.as_ref().unwrap_or(spec);
+        let idmapped = match pod.pinned.user.as_deref() {
+            Some(ns) => crate::runtime::userns::idmap_mounts(&bundle.join(STAGED_MOUNTS), spec, ns)
+                .map_err(|e| fail("id-mapping mounts for the pod's user namespace", e))?,
+            None => None,
+        };
         let oci = spec::build(&SpecInput {
-            spec: staged.as_ref().unwrap_or(spec),
+            cdi: cdi_edits.as_deref(),
+            spec: idmapped.as_ref().unwrap_or(spec),
             pod,
             pod_dir: &pod_dir,
             user: &user,
@@ -700,7 +744,8 @@ impl ContainerManager {
     /// (as containerd and CRI-O do); rshared/rslave need a host mount that
     /// propagates.
     fn check_mounts(&self, spec: &ContainerSpec) -> Result<(), ContainerError> {
-        for m in &spec.mounts {
+        // Image volumes have no host path (see `volumes.rs`).
+        for m in spec.mounts.iter().filter(|m| m.image.is_empty()) {
             let host = Path::new(&m.host_path);
             if std::fs::symlink_metadata(host).is_err() {
                 std::fs::create_dir_all(host).map_err(|e| {
@@ -791,8 +836,17 @@ impl ContainerManager {
         };
         let bundle = self.bundle(&id);
         let inner = self.inner.clone();
-        let report =
-            blocking(move || spawn_monitor(&inner.zygote, &inner.exe, &bundle, &launch)).await?;
+        // A trace span around the monitor's launch, a child of the CRI
+        // call's: entered on the blocking thread too, so the zygote's spans
+        // and logs nest under it.
+        let span = tracing::info_span!("monitor.start", container = %id);
+        let entered = span.clone();
+        let report = blocking(move || {
+            let _e = entered.enter();
+            spawn_monitor(&inner.zygote, &inner.exe, &bundle, &launch)
+        })
+        .instrument(span)
+        .await?;
         match report {
             Ok(r) => {
                 rec.state = ContainerState::Running;
@@ -1033,7 +1087,8 @@ impl ContainerManager {
         self.inner.events.emit(EventKind::Deleted, &id, &rec.pod_id);
         lock(&self.inner.names).remove(&name_key(rec.pod_id.as_str(), &rec.spec));
         lock(&self.inner.locks).remove(&id);
-        self.inner.images.release_layers(&rec.chain_ids).await;
+        let pinned = volumes::all_layers(&rec.chain_ids, &rec.image_volumes);
+        self.inner.images.release_layers(&pinned).await;
         tracing::info!(container = %id, "container removed");
         Ok(())
     }
@@ -1041,9 +1096,6 @@ impl ContainerManager {
     /// Blocking, best effort: everything a container has on disk.
     fn remove_files(&self, id: &ContainerId, rec: Option<&ContainerRecord>) {
         let bundle = self.bundle(id);
-        if let Err(e) = mount::unmount(&bundle.join("rootfs")) {
-            tracing::warn!(container = %id, error = %e, "unmounting the rootfs");
-        }
         if let Some(rec) = rec {
             if let Ok((root, _)) = self.state_root(&rec.handler) {
                 let _ = std::fs::remove_dir_all(root.join(id.as_str()));
@@ -1057,24 +1109,8 @@ impl ContainerManager {
                 }
             }
         }
-        let socket = self.socket(id);
-        let _ = std::fs::remove_file(&socket);
-        let _ = std::fs::remove_file(socket.with_extension("tty"));
-        // Staged mounts are host dirs: the bundle is kept rather than
-        // deleted through one still mounted.
-        let mut dirs = vec![self.inner.uppers.join(id.as_str())];
-        match mount::unmount_staged(&bundle.join(STAGED_MOUNTS)) {
-            Ok(()) => dirs.push(bundle),
-            Err(e) => {
-                tracing::error!(container = %id, error = %e, "unmounting staged mounts; bundle kept");
-            }
-        }
-        for dir in dirs {
-            if let Err(e) = std::fs::remove_dir_all(&dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(container = %id, dir = %dir.display(), error = %e, "removing");
-            }
+        for e in remove_container_files(&self.inner.run_dir, &bundle, &self.inner.uppers, id) {
+            tracing::warn!(container = %id, error = %e, "removing the container's files");
         }
     }
 
@@ -1274,6 +1310,89 @@ impl ContainerManager {
 }
 
 /// `<cgroup_parent>/<id>`, or `/crius/<id>` for a pod without a parent.
+/// `<run_dir>/s/<id prefix>.sock`: unix socket paths are limited to 108
+/// bytes, too few for the bundle path; 32 hex digits are unique enough
+/// among one node's containers.
+pub fn monitor_socket(run_dir: &Path, id: &ContainerId) -> PathBuf {
+    run_dir
+        .join("s")
+        .join(format!("{}.sock", &id.as_str()[..32]))
+}
+
+/// Container ids with an entry in one of `dirs` (bundles, writable layers)
+/// that `known` does not hold: what an interrupted CreateContainer or a
+/// crash left. Entries that are no container id are logged and left alone.
+/// Shared by restart recovery and `crius check`.
+pub fn unrecorded_containers(
+    dirs: &[&Path],
+    known: &std::collections::HashSet<String>,
+) -> std::collections::BTreeSet<ContainerId> {
+    let mut orphans = std::collections::BTreeSet::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if known.contains(&name) {
+                continue;
+            }
+            match ContainerId::parse(&name) {
+                Ok(id) => {
+                    orphans.insert(id);
+                }
+                Err(_) => {
+                    tracing::warn!(dir = %dir.display(), entry = %name, "unexpected entry left alone");
+                }
+            }
+        }
+    }
+    orphans
+}
+
+/// Blocking, best effort: the files of container `id` that need no record
+/// to find: the rootfs mount, staged mounts, the monitor's sockets, the
+/// bundle and the writable layer under `uppers`. Returns what failed.
+/// Staged mounts are host dirs: the bundle is kept rather than deleted
+/// through one still mounted.
+pub fn remove_container_files(
+    run_dir: &Path,
+    bundle: &Path,
+    uppers: &Path,
+    id: &ContainerId,
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    let rootfs = bundle.join("rootfs");
+    if let Err(e) = mount::unmount(&rootfs) {
+        errors.push(format!("unmounting {}: {e}", rootfs.display()));
+    }
+    let socket = monitor_socket(run_dir, id);
+    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(socket.with_extension("tty"));
+    let mut dirs = vec![];
+    // Image volumes are overlays of image layers with their scratch dirs
+    // under `uppers`: both are kept while one is still mounted.
+    match mount::unmount_staged(&bundle.join(volumes::IMAGE_VOLUMES)) {
+        Ok(()) => dirs.push(uppers.join(id.as_str())),
+        Err(e) => {
+            errors.push(format!("unmounting image volumes (bundle kept): {e}"));
+            return errors;
+        }
+    }
+    match mount::unmount_staged(&bundle.join(STAGED_MOUNTS)) {
+        Ok(()) => dirs.push(bundle.to_path_buf()),
+        Err(e) => errors.push(format!("unmounting staged mounts (bundle kept): {e}")),
+    }
+    for dir in dirs {
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            errors.push(format!("removing {}: {e}", dir.display()));
+        }
+    }
+    errors
+}
+
 fn container_cgroup(parent: &str, id: &ContainerId) -> String {
     let parent = parent.trim_end_matches('/');
     if parent.is_empty() {
@@ -1405,6 +1524,34 @@ fn apply_resources(cg: &Cgroups, path: &str, r: &ContainerResources) -> Result<(
         .map_err(|e| e.to_string())
 }
 
+/// For a pod with a user namespace: the image layers id-mapped into it (in
+/// the staged mounts dir, see `runtime/userns.rs`) and the fresh upper/work
+/// dirs given to the pod's root. None: a host-userns pod.
+fn userns_layers(
+    pod: &SandboxRecord,
+    lowers: &[&Path],
+    bundle: &Path,
+    upper: &Path,
+    work: &Path,
+) -> Result<Option<Vec<PathBuf>>, String> {
+    use crate::runtime::userns;
+    let (Some(ns), Some(maps)) = (pod.pinned.user.as_deref(), pod.spec.userns.as_ref()) else {
+        return Ok(None);
+    };
+    let root = userns::mapped_root(maps).ok_or("the pod's root (id 0) is not mapped")?;
+    let staged = bundle.join(STAGED_MOUNTS);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staged)
+        .map_err(|e| format!("{}: {e}", staged.display()))?;
+    // The run dir too: the daemon makes it 0700 again when it starts.
+    let containers = bundle.parent().unwrap_or(bundle);
+    let run_dir = containers.parent().unwrap_or(containers);
+    userns::make_searchable(&[run_dir, containers, bundle, &staged, &bundle.join("rootfs")])?;
+    userns::own_upper(upper, work, root)?;
+    userns::idmap_layers(lowers, &bundle.join(STAGED_MOUNTS), ns).map(Some)
+}
+
 /// The bundle's dir of staged CRI mounts.
 const STAGED_MOUNTS: &str = "mounts";
 
@@ -1431,10 +1578,13 @@ fn stage_mounts(dir: &Path, spec: &ContainerSpec) -> Result<Option<ContainerSpec
             _ => continue,
         };
         if !any {
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            // It exists already for a user namespace pod (`userns_layers`).
+            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(format!("{}: {e}", dir.display()));
+                }
+                _ => {}
+            }
             any = true;
         }
         let staged = dir.join(i.to_string());
