@@ -12,11 +12,11 @@
 //! its container) is left alone.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use nix::mount::MntFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -159,28 +159,12 @@ impl Check {
             return Err(CheckError::NoState(state_dir.clone()));
         }
         // The same lock `server::Daemon::open` takes.
-        let lock_path = state_dir.join("crius.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| CheckError::Lock {
-                path: lock_path.clone(),
-                source,
-            })?;
-        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-            if errno == nix::errno::Errno::EWOULDBLOCK {
-                CheckError::Running {
-                    state_dir: state_dir.clone(),
-                    lock: lock_path.clone(),
-                }
-            } else {
-                CheckError::Lock {
-                    path: lock_path.clone(),
-                    source: errno.into(),
-                }
-            }
+        let lock = crate::server::lock_state(state_dir).map_err(|e| match e {
+            crate::server::StateLock::Held(lock) => CheckError::Running {
+                state_dir: state_dir.clone(),
+                lock,
+            },
+            crate::server::StateLock::Failed(path, source) => CheckError::Lock { path, source },
         })?;
         // A state dir without a store records nothing; do not create one.
         let store_path = config.store_path();
@@ -646,31 +630,8 @@ fn mount_points() -> Vec<PathBuf> {
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     text.lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape(m)))
+        .map(|m| PathBuf::from(crate::sys::mount::mountinfo_unescape(m)))
         .collect()
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = b[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |a, c| a * 8 + u32::from(c - b'0'));
-            out.push(u8::try_from(v).unwrap_or(b'?'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Detaches everything stacked at `path` (not following a symlink there).
@@ -786,13 +747,6 @@ fn remove_cgroup(cg: &Cgroups, rel: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape(r"/a\040b\134c"), r"/a b\c");
-        assert_eq!(unescape(r"/plain"), "/plain");
-        assert_eq!(unescape(r"/end\04"), r"/end\04");
-    }
 
     #[test]
     fn leaks_sort_processes_first_and_deep_mounts_first() {

@@ -90,28 +90,12 @@ impl Daemon {
                 source,
             })?;
         }
-        let lock_path = config.state_dir.join("crius.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| ServerError::Lock {
-                path: lock_path.clone(),
-                source,
-            })?;
-        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-            if errno == nix::errno::Errno::EWOULDBLOCK {
-                ServerError::Locked {
-                    state_dir: config.state_dir.clone(),
-                    lock: lock_path.clone(),
-                }
-            } else {
-                ServerError::Lock {
-                    path: lock_path.clone(),
-                    source: errno.into(),
-                }
-            }
+        let lock = lock_state(&config.state_dir).map_err(|e| match e {
+            StateLock::Held(lock) => ServerError::Locked {
+                state_dir: config.state_dir.clone(),
+                lock,
+            },
+            StateLock::Failed(path, source) => ServerError::Lock { path, source },
         })?;
         if config.runtime.cgroup_favor_dynmods {
             match crate::sys::cgroup::favor_dynmods() {
@@ -281,6 +265,36 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Why [`lock_state`] failed.
+#[derive(Debug)]
+pub enum StateLock {
+    /// Another process (a running daemon) holds the lock file.
+    Held(PathBuf),
+    Failed(PathBuf, std::io::Error),
+}
+
+/// Takes `<state_dir>/crius.lock` (exclusive `flock`, not waiting): one
+/// daemon per state dir, and `crius check` only while none runs.
+pub fn lock_state(state_dir: &Path) -> Result<Flock<File>, StateLock> {
+    let path = state_dir.join("crius.lock");
+    let file = match OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) => return Err(StateLock::Failed(path, e)),
+    };
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        if errno == nix::errno::Errno::EWOULDBLOCK {
+            StateLock::Held(path)
+        } else {
+            StateLock::Failed(path, errno.into())
+        }
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

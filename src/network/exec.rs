@@ -108,7 +108,7 @@ impl Invocation {
             None => Ok((Vec::new(), false)),
         };
         let status = match stdout {
-            Ok(_) => wait_until(&mut child, deadline),
+            Ok(_) => crate::sys::process::wait_deadline(&mut child, deadline),
             Err(_) => None,
         };
         let Some(status) = status else {
@@ -193,23 +193,6 @@ fn read_capped(mut r: impl Read + Send + 'static, cap: u64) -> mpsc::Receiver<(V
         let _ = tx.send((buf, overflow));
     });
     rx
-}
-
-fn wait_until(
-    child: &mut std::process::Child,
-    deadline: Instant,
-) -> Option<std::process::ExitStatus> {
-    let mut pause = Duration::from_micros(200);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            _ => return None,
-        }
-    }
 }
 
 /// The spec's error object: `{"code": N, "msg": "...", "details": "..."}`.

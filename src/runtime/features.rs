@@ -121,20 +121,12 @@ fn run_features(runtime: &Path) -> Option<Vec<u8>> {
         stdout.take(1 << 20).read_to_end(&mut out).map(|_| out)
     });
     let deadline = Instant::now() + FEATURES_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                tracing::warn!(runtime = %runtime.display(), "`features` did not answer in time");
-                break None;
-            }
-        }
-    };
+    let status = crate::sys::process::wait_deadline(&mut child, deadline);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        tracing::warn!(runtime = %runtime.display(), "`features` did not answer in time");
+    }
     let out = reader.join().ok()?.ok()?;
     status.filter(|s| s.success()).map(|_| out)
 }

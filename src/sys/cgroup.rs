@@ -799,7 +799,7 @@ fn v1_hierarchies(mountinfo: &str, root: &Path) -> Vec<Hierarchy> {
         else {
             continue;
         };
-        let dir = PathBuf::from(unescape(mount_point));
+        let dir = PathBuf::from(super::mount::mountinfo_unescape(mount_point));
         if dir.parent() != Some(root) {
             continue;
         }
@@ -814,29 +814,6 @@ fn v1_hierarchies(mountinfo: &str, root: &Path) -> Vec<Hierarchy> {
         out.push(Hierarchy { dir, controllers });
     }
     out
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|o| o.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(o)) => {
-                out.push((o[0] - b'0') * 64 + (o[1] - b'0') * 8 + (o[2] - b'0'));
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What [`favor_dynmods`] found or did, naming the cgroup2 mount.
@@ -899,7 +876,7 @@ fn dynmods_remount(mountinfo: &str) -> Option<Result<Remount, PathBuf>> {
         else {
             continue;
         };
-        let mount_point = PathBuf::from(unescape(mount_point));
+        let mount_point = PathBuf::from(super::mount::mountinfo_unescape(mount_point));
         let mut opts: Vec<&str> = super_opts
             .split(',')
             .filter(|o| !matches!(*o, "rw" | "ro" | ""))
@@ -959,8 +936,22 @@ mod tests {
 
     #[test]
     fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape("/mnt/a\\040b\\134c"), "/mnt/a b\\c");
-        assert_eq!(unescape("/plain\\x"), "/plain\\x");
+        assert_eq!(
+            super::super::mount::mountinfo_unescape("/mnt/a\\040b\\134c"),
+            "/mnt/a b\\c"
+        );
+        assert_eq!(
+            super::super::mount::mountinfo_unescape("/plain\\x"),
+            "/plain\\x"
+        );
+        assert_eq!(
+            super::super::mount::mountinfo_unescape("/end\\04"),
+            "/end\\04"
+        );
+        assert_eq!(
+            super::super::mount::mountinfo_unescape("/big\\777"),
+            "/big\\777"
+        );
         let found = v1_hierarchies(MOUNTINFO, Path::new("/mnt"));
         assert_eq!(found[0].dir, Path::new("/mnt/memory again"));
     }

@@ -293,3 +293,32 @@ pub fn bind_idmapped(src: &Path, dst: &Path, userns: &Path, recursive: bool) -> 
     }
     Ok(())
 }
+
+/// Undoes mountinfo's escapes: space, tab, newline and backslash appear
+/// there as `\ooo` (octal); anything else, a malformed escape included, is
+/// kept as it is.
+pub fn mountinfo_unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .and_then(|o| {
+                let v = o.iter().fold(0u32, |a, c| a * 8 + u32::from(c - b'0'));
+                u8::try_from(v).ok()
+            });
+        match (b[i], octal) {
+            (b'\\', Some(v)) => {
+                out.push(v);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -124,3 +124,52 @@ pub fn async_fd(
     // as_raw_fd never changes.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(std::io::Error::from)
 }
+
+/// Waits for `child` until `deadline`: its exit status, or `None` when it
+/// is still running then (not reaped: its pid is still the caller's to
+/// kill). Blocking. Wakes the moment the child exits, through a pidfd
+/// (Linux 5.3); std has no stable wait with a timeout, and polling
+/// `try_wait` with sleeps cost up to a few milliseconds per CNI plugin
+/// run. Falls back to polling where `pidfd_open` is unavailable.
+pub fn wait_deadline(
+    child: &mut std::process::Child,
+    deadline: std::time::Instant,
+) -> Option<std::process::ExitStatus> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::time::{Duration, Instant};
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; it touches no memory of ours.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let pidfd = (raw >= 0).then(|| {
+        // SAFETY: a non-negative return is a descriptor we now own.
+        unsafe { OwnedFd::from_raw_fd(raw as std::os::fd::RawFd) }
+    });
+    let mut pause = Duration::from_micros(200);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        match &pidfd {
+            // Readable once the process has exited.
+            Some(fd) => {
+                let mut fds = [nix::poll::PollFd::new(
+                    std::os::fd::AsFd::as_fd(fd),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+            }
+            None => {
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+        }
+    }
+}
