@@ -7,12 +7,16 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[allow(dead_code)]
+#[path = "support/host.rs"]
+mod host;
 #[path = "support/peer.rs"]
 mod peer;
+#[allow(dead_code)]
+#[path = "support/runtimes.rs"]
+mod runtimes;
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,21 +37,8 @@ const ROUNDS: usize = 3;
 /// Pods held while processes and memory are counted.
 const HELD: usize = 10;
 
-type Res<T> = Result<T, String>;
-
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
-}
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
+use host::{live_processes, processes, pss_kib, shims_of, start_containerd, tree};
+use runtimes::{Res, ms, percentile, settle};
 
 /// A kubelet-like pod: pod-level network and IPC, container-level PID (no
 /// shared PID namespace), no log directory (nothing left under /var/log).
@@ -86,94 +77,6 @@ async fn cycle(c: &mut RuntimeClient, name: &str) -> Res<(f64, f64)> {
     Ok((run, ms(t)))
 }
 
-// ---- host process table -------------------------------------------------
-
-struct Proc {
-    ppid: u32,
-    /// Exited, not yet reaped (shims re-parented to a lazy init linger so).
-    zombie: bool,
-    cmdline: String,
-}
-
-fn processes() -> HashMap<u32, Proc> {
-    let mut out = HashMap::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let zombie = fields.next() == Some("Z");
-        let Some(ppid) = fields.next().and_then(|p| p.parse().ok()) else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-            .unwrap_or_default();
-        out.insert(
-            pid,
-            Proc {
-                ppid,
-                zombie,
-                cmdline,
-            },
-        );
-    }
-    out
-}
-
-/// Live (non-zombie) processes on the host.
-fn live_processes() -> usize {
-    processes().values().filter(|p| !p.zombie).count()
-}
-
-/// `roots` and all their live descendants.
-fn tree(table: &HashMap<u32, Proc>, roots: &[u32]) -> Vec<u32> {
-    let mut set: HashSet<u32> = roots.iter().copied().collect();
-    loop {
-        let before = set.len();
-        for (pid, p) in table {
-            if !p.zombie && set.contains(&p.ppid) {
-                set.insert(*pid);
-            }
-        }
-        if set.len() == before {
-            break;
-        }
-    }
-    let mut v: Vec<u32> = set.into_iter().collect();
-    v.sort();
-    v
-}
-
-/// containerd shims started for the containerd whose files live under `dir`
-/// (their command line carries `-address <dir>/containerd.sock`).
-fn shims_of(table: &HashMap<u32, Proc>, dir: &Path) -> Vec<u32> {
-    let dir = dir.display().to_string();
-    let mut v: Vec<u32> = table
-        .iter()
-        .filter(|(_, p)| {
-            !p.zombie && p.cmdline.contains("containerd-shim") && p.cmdline.contains(&dir)
-        })
-        .map(|(pid, _)| *pid)
-        .collect();
-    v.sort();
-    v
-}
-
-fn pss_kib(pid: u32) -> u64 {
-    peer::proc_kib(pid, "smaps_rollup", "Pss")
-}
-
 /// The runtime's processes: the daemon, its shims (containerd) and every
 /// descendant (pause processes).
 fn runtime_procs(daemon: u32, shim_dir: Option<&Path>) -> Vec<u32> {
@@ -183,119 +86,6 @@ fn runtime_procs(daemon: u32, shim_dir: Option<&Path>) -> Vec<u32> {
         roots.extend(shims_of(&table, d));
     }
     tree(&table, &roots)
-}
-
-/// Waits for writeback and for short-lived helpers to exit.
-async fn settle() {
-    let _ = tokio::task::spawn_blocking(|| Command::new("sync").status()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-}
-
-// ---- containerd ---------------------------------------------------------
-
-struct Containerd {
-    child: Child,
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    /// Host directories containerd creates outside its root and state
-    /// (shim socket dir, the `k8s.io` parent cgroups) that did not exist
-    /// before it started: removed (when empty) on drop, deepest first.
-    created: Vec<PathBuf>,
-}
-
-/// Directories a containerd run may leave behind outside its own dirs.
-fn host_dirs() -> Vec<PathBuf> {
-    let mut v = vec![
-        PathBuf::from("/run/containerd/s"),
-        PathBuf::from("/run/containerd/runc"),
-        PathBuf::from("/run/containerd"),
-    ];
-    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-        for e in rd.flatten() {
-            v.push(e.path().join("k8s.io"));
-        }
-    }
-    v.push(PathBuf::from("/sys/fs/cgroup/k8s.io"));
-    v
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Shims (and the pause processes below them) outlive containerd:
-        // kill the whole tree, children first, so nothing is re-parented.
-        let table = processes();
-        let shims = shims_of(&table, self.dir.path());
-        let mut all = tree(&table, &shims);
-        all.retain(|p| !shims.contains(p));
-        for pid in all.iter().chain(shims.iter()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(*pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        if !shims.is_empty() {
-            eprintln!("containerd: killed {} leftover shim(s)", shims.len());
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        unmount_below(self.dir.path());
-        for d in &self.created {
-            // rmdir only: a non-empty directory (or busy cgroup) stays.
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
-
-fn start_containerd(registry: &str, pause: &str, cni_conf_dir: &Path) -> Option<Containerd> {
-    let bin = peer::binary()?;
-    let dir = tempfile::Builder::new()
-        .prefix("crius-bench-containerd-")
-        .tempdir()
-        .ok()?;
-    let d = dir.path();
-    let socket = d.join("containerd.sock");
-    let cri = r#"plugins."io.containerd.grpc.v1.cri""#;
-    let cfg = format!(
-        r#"version = 2
-root = "{root}"
-state = "{state}"
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[{cri}]
-  sandbox_image = "{pause}"
-  # The pause container's oom_score_adj -998 needs CAP_SYS_RESOURCE,
-  # which these machines lack: cap it at containerd's own (runc fails otherwise).
-  restrict_oom_score_adj = true
-[{cri}.containerd]
-  default_runtime_name = "runc"
-[{cri}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[{cri}.containerd.runtimes.runc.options]
-  Root = "{runc_root}"
-[{cri}.cni]
-  bin_dir = "{bin_dir}"
-  conf_dir = "{conf_dir}"
-[{cri}.registry.mirrors."{registry}"]
-  endpoint = ["http://{registry}"]
-"#,
-        root = d.join("root").display(),
-        state = d.join("state").display(),
-        sock = socket.display(),
-        runc_root = d.join("runc").display(),
-        bin_dir = common::net::CNI_BIN,
-        conf_dir = cni_conf_dir.display(),
-    );
-    let created = host_dirs().into_iter().filter(|p| !p.exists()).collect();
-    let (child, socket) = peer::spawn(bin, d, &cfg)?;
-    Some(Containerd {
-        child,
-        dir,
-        socket,
-        created,
-    })
 }
 
 // ---- measurement --------------------------------------------------------

@@ -1,8 +1,7 @@
 //! Host-side helpers for the container benchmark: the host process table
 //! (descendants, containerd shims, PSS/RSS), and containerd run as the peer
 //! with its own root, state, socket, CNI conf dir and sandbox (pause) image,
-//! killed with its shims and unmounted on drop. (The pod benchmark keeps its
-//! own copy of the same code.)
+//! killed with its shims and unmounted on drop. Shared by the benchmarks.
 //!
 //! The including crate must also include `tests/common` as `common` and
 //! `support/peer.rs` as `peer`.

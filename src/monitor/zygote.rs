@@ -273,11 +273,12 @@ impl Zygote {
     }
 
     /// Blocking: runs `crius pinns` for the namespace directory `dir`,
-    /// forked from the zygote, with `input` on its stdin. `Ok((success,
-    /// output))` once it has run, with its stdout and stderr together (the
-    /// result on success, its error line on failure); `Err` when the zygote
-    /// could not run it, so the caller may exec it instead.
-    pub fn run_pinns(&self, dir: &Path, input: &[u8]) -> Result<(bool, Vec<u8>), String> {
+    /// forked from the zygote, with `input` on its stdin. Its output once it
+    /// has run: exit status 0 or 1, stdout and stderr both holding what it
+    /// wrote to either (the result on success, its error line on failure);
+    /// `Err` when the zygote could not run it, so the caller may exec it
+    /// instead.
+    pub fn run_pinns(&self, dir: &Path, input: &[u8]) -> Result<std::process::Output, String> {
         // The request is written before the fork, so it must fit in a pipe
         // whatever the pipe quota (one page); pod requests are a few hundred
         // bytes.
@@ -310,16 +311,23 @@ impl Zygote {
                 Err(e) => return Err(format!("reading pinns' output: {e}")),
             }
         }
-        match ran {
-            Ok(()) => Ok((true, output)),
+        let success = match ran {
+            Ok(()) => true,
             Err(e) if e.starts_with("exit status") || !output.is_empty() => {
                 if output.is_empty() {
                     output = e.into_bytes();
                 }
-                Ok((false, output))
+                false
             }
-            Err(e) => Err(e),
-        }
+            Err(e) => return Err(e),
+        };
+        use std::os::unix::process::ExitStatusExt as _;
+        // A wait status: the exit code in the second byte.
+        Ok(std::process::Output {
+            status: std::process::ExitStatus::from_raw(if success { 0 } else { 1 << 8 }),
+            stdout: output.clone(),
+            stderr: output,
+        })
     }
 
     fn start(&self) -> Result<(OwnedFd, Child), String> {

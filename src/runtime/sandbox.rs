@@ -410,24 +410,13 @@ impl SandboxManager {
     ) -> impl FnOnce(Vec<u8>) -> Result<std::process::Output, NamespaceError> + Send + 'static {
         let inner = self.inner.clone();
         move |input| {
-            let dir = inner.pods_dir.clone();
-            match inner.zygote.run_pinns(&dir, &input) {
-                Ok((success, output)) => {
-                    use std::os::unix::process::ExitStatusExt as _;
-                    // A wait status: exit code 1 in the second byte.
-                    let status =
-                        std::process::ExitStatus::from_raw(if success { 0 } else { 1 << 8 });
-                    Ok(std::process::Output {
-                        status,
-                        stdout: output.clone(),
-                        stderr: output,
-                    })
-                }
-                Err(e) => {
+            inner
+                .zygote
+                .run_pinns(&inner.pods_dir, &input)
+                .or_else(|e| {
                     tracing::warn!(error = %e, "monitor zygote unavailable; exec'ing pinns");
                     namespace::exec_helper(&inner.exe, &input)
-                }
-            }
+                })
         }
     }
 

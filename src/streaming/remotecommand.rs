@@ -401,9 +401,7 @@ async fn exec_session<F: FrameSource>(
     containers: ContainerManager,
     timeouts: Timeouts,
 ) {
-    // 1. The client's streams.
-
-    // 2. The command.
+    // 1. The command (the client's streams are open: `serve`).
     let started = containers
         .start_exec(
             &spec.container_id,
@@ -422,7 +420,7 @@ async fn exec_session<F: FrameSource>(
         }
     };
 
-    // 3. Output pumps.
+    // 2. Output pumps.
     let mut pty = match exec.pty.map(Pty::new).transpose() {
         Ok(p) => p.map(Arc::new),
         Err(e) => {
@@ -487,7 +485,7 @@ async fn exec_session<F: FrameSource>(
         _ => None,
     };
 
-    // 4. Client frames until the command exits.
+    // 3. Client frames until the command exits.
     let mut exit = Box::pin(waiter.wait());
     let mut resize_buf: Vec<u8> = Vec::new();
     let outcome: Result<i32, String> = loop {
@@ -556,7 +554,7 @@ async fn exec_session<F: FrameSource>(
     };
     drop(input);
 
-    // 5. The rest of the output, then the outcome, then half-close.
+    // 4. The rest of the output, then the outcome, then half-close.
     let drained = tokio::time::timeout(DRAIN, async {
         for p in &mut pumps {
             let _ = p.await;
