@@ -209,6 +209,10 @@ impl Daemon {
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
                 let _ = rx.await;
             });
+        self.cri
+            .sandboxes
+            .probe_userns(&self.cri.config.state_dir.join("layers"))
+            .await;
         self.cri.containers.resume().await;
         let streaming = crate::streaming::StreamServer::start(
             &self.cri.config.streaming,

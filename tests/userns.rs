@@ -6,8 +6,9 @@
 //! unmapped owner, root, as under containerd; in the writable layer it is
 //! owned by the mapped root), a
 //! capability that needs the host's user namespace fails (with a host-userns
-//! control that succeeds), bad mappings are refused naming the field, the
-//! pod survives a `kill -9` of the daemon, and removal leaves no pin or
+//! control that succeeds), ExecSync runs in the pod's user namespace with
+//! the container's ids and capability sets, bad mappings are refused naming
+//! the field, the pod survives a `kill -9` of the daemon, and removal leaves no pin or
 //! mount behind. `Status` reports the feature for the built-in handler.
 
 mod common;
@@ -348,21 +349,38 @@ async fn bad_userns_options_are_refused_naming_the_field() {
     assert!(mounts_below(&env.daemon.run_dir().join("pods")).is_empty());
 }
 
-/// ExecSync in container `id` of a userns pod is refused: libcontainer
-/// 0.7's tenant builder does not enter the user namespace, and the command
-/// would run as the host's root. Returns the error message.
-async fn exec_refused(env: &mut Env, id: &str) -> String {
-    let e = env
+/// ExecSync in container `id` of a userns pod runs inside the pod's user
+/// namespace with exactly the container's credentials: root is the mapped
+/// range, the capability sets are those of the container's own process
+/// (pid 1: the test pods keep a PID namespace per container), and a
+/// capability that needs the host's user namespace still fails.
+async fn exec_in_userns(env: &mut Env, id: &str) {
+    let script = "id -u; cat /proc/self/uid_map; \
+        for p in self 1; do grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/$p/status | tr '\\n' ' '; echo; done; \
+        mknod /tmp/exec-blk b 7 0 2>/dev/null && echo made || echo refused";
+    let r = env
         .rt
         .exec_sync(ExecSyncRequest {
             container_id: id.into(),
-            cmd: vec!["sh".into(), "-c".into(), "cat /proc/self/uid_map".into()],
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
             timeout: 10,
         })
         .await
-        .map(|r| String::from_utf8_lossy(&r.into_inner().stdout).into_owned())
-        .expect_err("ExecSync must not run a command outside the pod's user namespace");
-    e.message().to_owned()
+        .unwrap_or_else(|e| panic!("ExecSync in a user namespace pod: {e:?}"))
+        .into_inner();
+    let out = String::from_utf8_lossy(&r.stdout).into_owned();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.exit_code, 0, "{out}{err}");
+    let lines = normalise(&out);
+    assert_eq!(lines.len(), 5, "{out}{err}");
+    assert_eq!(lines[0], "0", "exec must run as the pod's root: {out}");
+    assert_eq!(lines[1], map_line(0, UID_HOST, LEN), "{out}");
+    assert_eq!(
+        lines[2], lines[3],
+        "the exec'd command must have the container's capability sets (self, then pid 1): {out}"
+    );
+    assert!(lines[2].contains("CapEff"), "{out}");
+    assert_eq!(lines[4], "refused", "mknod must fail in exec too: {out}");
 }
 
 #[tokio::test]
@@ -376,8 +394,7 @@ async fn userns_pod_survives_daemon_kill_and_leaves_nothing_on_removal() {
             userns_ctr("sleeper", &env.busybox, "sleep 300"),
         )
         .await;
-    let msg = exec_refused(&mut env, &first).await;
-    assert!(msg.contains("user namespace"), "{msg}");
+    exec_in_userns(&mut env, &first).await;
     // Created before the crash, started after it (the restarted daemon
     // makes its run dir 0700 again; the pod's root must still reach it).
     let pending = env
@@ -396,8 +413,7 @@ async fn userns_pod_survives_daemon_kill_and_leaves_nothing_on_removal() {
     );
     let s = env.status(&first).await;
     assert_eq!(s.state, ContainerState::ContainerRunning as i32);
-    let msg = exec_refused(&mut env, &first).await;
-    assert!(msg.contains("user namespace"), "{msg}");
+    exec_in_userns(&mut env, &first).await;
     let st = common::pods::pod_status(&mut env.rt, &pod).await;
     assert_eq!(
         st.status.map(|s| s.state),
@@ -498,4 +514,128 @@ async fn pinns_makes_the_pod_namespaces_owned_by_its_user_namespace() {
         .to_string();
     assert!(e.contains("uid_map"), "{e}");
     assert!(!dir.exists(), "a failed pin left {}", dir.display());
+}
+
+/// ExecSync as a non-root user of a userns pod: the command takes the
+/// container's uid, gid and supplementary groups inside the namespace (not
+/// the host ids of the same numbers, which the namespace does not map) and
+/// no capabilities.
+#[tokio::test]
+async fn exec_as_non_root_in_userns_pod() {
+    let mut env = Env::new("").await;
+    let (pod, pcfg) = userns_pod(&mut env, "userns-nonroot").await;
+    let mut cfg = userns_ctr("sleeper", &env.busybox, "sleep 300");
+    let sc = security(&mut cfg);
+    sc.run_as_user = Some(Int64Value { value: 1000 });
+    sc.run_as_group = Some(Int64Value { value: 2000 });
+    sc.supplemental_groups = vec![3000];
+    let id = env.run(&pod, &pcfg, cfg).await;
+    let script = "id -u; id -g; id -G; grep -E '^Cap(Prm|Eff)' /proc/self/status | tr -s '\\t' ' '";
+    let r = env
+        .rt
+        .exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ExecSync as uid 1000 in a user namespace pod: {e:?}"))
+        .into_inner();
+    let out = String::from_utf8_lossy(&r.stdout).into_owned();
+    assert_eq!(
+        (r.exit_code, normalise(&out)),
+        (
+            0,
+            vec![
+                "1000".to_owned(),
+                "2000".to_owned(),
+                "2000 3000".to_owned(),
+                "CapPrm: 0000000000000000".to_owned(),
+                "CapEff: 0000000000000000".to_owned(),
+            ]
+        ),
+        "{out}{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    env.stop(&id, 1).await.unwrap();
+}
+
+/// An image volume in a userns pod: its overlay is built on id-mapped
+/// layers, so the image's root-owned files are root's inside the pod (not
+/// the overflow id an unmapped owner shows as), and it stays read-only.
+#[tokio::test]
+async fn image_volume_in_userns_pod_keeps_image_owners() {
+    let mut env = Env::new("").await;
+    let (pod, pcfg) = userns_pod(&mut env, "userns-ivol").await;
+    let mut cfg = userns_ctr(
+        "ivol",
+        &env.busybox,
+        "stat -c '%u:%g' /vol/bin/busybox; touch /vol/new 2>&1; \
+         stat -c '%u:%g' /bin/busybox",
+    );
+    cfg.mounts = vec![Mount {
+        container_path: "/vol".into(),
+        image: Some(ImageSpec {
+            image: env.busybox.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let (s, out) = env.run_to_exit(&pod, &pcfg, cfg).await;
+    assert_eq!(s.exit_code, 0, "{out}");
+    let lines = normalise(&out);
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0], "0:0", "image volume file owners: {out}");
+    assert!(lines[1].contains("Read-only file system"), "{out}");
+    assert_eq!(lines[2], "0:0", "rootfs file owners (control): {out}");
+}
+
+/// A node whose image layers live on a filesystem that cannot be id-mapped
+/// (ramfs here; tmpfs before Linux 6.3) cannot run user namespace pods:
+/// `Status` says so for the built-in handler, so kubelet does not admit
+/// them, and RunPodSandbox refuses one naming the layer store, before
+/// anything is made.
+#[tokio::test]
+async fn userns_refused_where_the_layer_store_cannot_idmap() {
+    let mut d = common::daemon::Daemon::configure("");
+    let state = d.state_dir().to_owned();
+    std::fs::create_dir_all(&state).expect("state dir");
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "ramfs", "ramfs"])
+        .arg(&state)
+        .status()
+        .expect("running mount (util-linux)");
+    assert!(ok.success(), "mounting a ramfs on {}", state.display());
+    d.launch();
+    let mut rt = d.runtime_client().await;
+    let status = rt
+        .status(StatusRequest { verbose: false })
+        .await
+        .expect("Status")
+        .into_inner();
+    let builtin = status
+        .runtime_handlers
+        .iter()
+        .find(|h| h.name.is_empty())
+        .expect("the default handler in Status.runtime_handlers");
+    assert!(
+        builtin
+            .features
+            .as_ref()
+            .is_some_and(|f| !f.user_namespaces),
+        "Status must not report user_namespaces with layers on ramfs: {builtin:?}"
+    );
+    let mut cfg = common::pods::pod_config("userns-ramfs");
+    with_userns(&mut cfg, Some(default_userns()));
+    let e = run_pod(&mut rt, cfg)
+        .await
+        .expect_err("a userns pod on a node whose layers cannot be id-mapped");
+    assert!(
+        e.message().contains("cannot be id-mapped") && e.message().contains("layer store"),
+        "{e:?}"
+    );
+    assert!(
+        common::pods::list_pods(&mut rt, None).await.is_empty(),
+        "the refused pod must leave no record"
+    );
 }

@@ -53,6 +53,14 @@ pub struct ExecRequest {
     /// (the runtime's console socket; the daemon listens on it).
     #[serde(default)]
     pub console_socket: Option<PathBuf>,
+    /// Built-in executor only: the pod's pinned user namespace. libcontainer
+    /// 0.7's tenant builder joins every namespace of the container but this
+    /// one, so the helper enters it just before exec and sets the process's
+    /// user and capabilities again inside it (see [`enter_userns`]). The
+    /// daemon then always lends `CAP_SYS_ADMIN` (listed in `drop_caps`),
+    /// which setns(2) into a user namespace needs.
+    #[serde(default)]
+    pub userns: Option<PathBuf>,
 }
 
 /// The helper's answer.
@@ -196,8 +204,16 @@ fn start_builtin(req: &ExecRequest, io: Stdio) -> Result<Pid, String> {
                 .map_err(|e| format!("capability {c}: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let userns = match &req.userns {
+        Some(path) => Some(Userns::open(path, &req.process, &drop_caps)?),
+        None => None,
+    };
     let pid = ContainerBuilder::new(req.id.clone(), SyscallType::default())
-        .with_executor(TenantExecutor { seccomp, drop_caps })
+        .with_executor(TenantExecutor {
+            seccomp,
+            drop_caps,
+            userns,
+        })
         .with_root_path(&req.state_root)
         .map_err(|e| format!("runtime state dir {}: {e}", req.state_root.display()))?
         .with_stdin(io.stdin)
@@ -213,19 +229,28 @@ fn start_builtin(req: &ExecRequest, io: Stdio) -> Result<Pid, String> {
     Ok(Pid::from_raw(pid.as_raw()))
 }
 
-/// libcontainer's default executor, preceded by the container's seccomp
-/// filter (see [`ExecRequest::seccomp`]).
+/// libcontainer's default executor, preceded by the pod's user namespace
+/// (see [`ExecRequest::userns`]) and the container's seccomp filter (see
+/// [`ExecRequest::seccomp`]).
 #[derive(Clone)]
 struct TenantExecutor {
     seccomp: Option<libcontainer::oci_spec::runtime::LinuxSeccomp>,
     drop_caps: Vec<caps::Capability>,
+    userns: Option<Userns>,
 }
 
 impl Executor for TenantExecutor {
     fn exec(&self, spec: &libcontainer::oci_spec::runtime::Spec) -> Result<(), ExecutorError> {
+        if let Some(userns) = &self.userns {
+            userns.enter().map_err(ExecutorError::Other)?;
+        }
         if let Some(filter) = &self.seccomp {
             libcontainer::seccomp::initialize_seccomp(filter)
                 .map_err(|e| ExecutorError::Other(format!("loading the seccomp filter: {e}")))?;
+        }
+        if let Some(userns) = &self.userns {
+            userns.final_caps().map_err(ExecutorError::Other)?;
+        } else if self.seccomp.is_some() {
             // Bounding first (needs CAP_SETPCAP, dropped last), then the
             // other sets: the process ends with exactly the container's.
             for set in [
@@ -249,6 +274,142 @@ impl Executor for TenantExecutor {
         spec: &libcontainer::oci_spec::runtime::Spec,
     ) -> Result<(), ExecutorValidationError> {
         DefaultExecutor {}.validate(spec)
+    }
+}
+
+/// The pod's user namespace and the credentials the process takes in it.
+///
+/// libcontainer has already put the process in every other namespace of
+/// the container (owned by this user namespace), its cgroup and working
+/// directory, with the process's ids and capabilities, but as seen from
+/// the host's user namespace. Joining the user namespace last, as host
+/// root with `CAP_SYS_ADMIN`, resets the credentials: the kernel grants
+/// every capability in the new namespace and a full bounding set, and the
+/// ids stay the host's (unmapped inside). So the ids and all five
+/// capability sets are set again, in the order runc's exec uses: bounding
+/// set, ids (keeping capabilities), then the other sets, with the seccomp
+/// filter loaded in between while `CAP_SYS_ADMIN` is still effective.
+/// Hand-written: neither libcontainer 0.7 nor the `caps` crate offers
+/// "enter a user namespace and reapply a process's credentials".
+#[derive(Clone)]
+struct Userns {
+    /// Opened before libcontainer forks; close-on-exec, so the command
+    /// never sees it (libcontainer marks inherited fds the same way).
+    fd: std::sync::Arc<OwnedFd>,
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    bounding: caps::CapsHashSet,
+    effective: caps::CapsHashSet,
+    permitted: caps::CapsHashSet,
+    inheritable: caps::CapsHashSet,
+    ambient: caps::CapsHashSet,
+}
+
+impl Userns {
+    /// Opens the namespace and reads the process's user and capabilities
+    /// from its spec, less the capabilities lent for the helper's own use.
+    fn open(path: &Path, process: &Path, lent: &[caps::Capability]) -> Result<Self, String> {
+        let fd = std::fs::File::open(path)
+            .map(OwnedFd::from)
+            .map_err(|e| format!("opening the pod's user namespace {}: {e}", path.display()))?;
+        let bytes =
+            std::fs::read(process).map_err(|e| format!("reading {}: {e}", process.display()))?;
+        let p: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("parsing {}: {e}", process.display()))?;
+        let id = |ptr: &str| -> Result<u32, String> {
+            match p.pointer(ptr) {
+                None => Ok(0),
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| format!("process{ptr} is not a 32-bit id: {v}")),
+            }
+        };
+        let groups = match p.pointer("/user/additionalGids").and_then(|v| v.as_array()) {
+            None => Vec::new(),
+            Some(a) => a
+                .iter()
+                .map(|v| {
+                    v.as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| format!("process additional gid {v} is not a 32-bit id"))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let set = |name: &str| -> Result<caps::CapsHashSet, String> {
+            let mut out = caps::CapsHashSet::new();
+            let names = p
+                .pointer(&format!("/capabilities/{name}"))
+                .and_then(|v| v.as_array());
+            for n in names.into_iter().flatten() {
+                let text = n.as_str().unwrap_or_default();
+                let cap = text
+                    .parse::<caps::Capability>()
+                    .map_err(|e| format!("capability {n} in the {name} set: {e}"))?;
+                if !lent.contains(&cap) {
+                    out.insert(cap);
+                }
+            }
+            Ok(out)
+        };
+        Ok(Self {
+            fd: std::sync::Arc::new(fd),
+            uid: id("/user/uid")?,
+            gid: id("/user/gid")?,
+            groups,
+            bounding: set("bounding")?,
+            effective: set("effective")?,
+            permitted: set("permitted")?,
+            inheritable: set("inheritable")?,
+            ambient: set("ambient")?,
+        })
+    }
+
+    /// Joins the namespace and takes the process's ids in it; every
+    /// capability of the namespace stays effective (for the filter).
+    fn enter(&self) -> Result<(), String> {
+        use nix::unistd::{Gid, Uid};
+        nix::sched::setns(self.fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| format!("entering the pod's user namespace: {e}"))?;
+        for cap in caps::all() {
+            if !self.bounding.contains(&cap) {
+                caps::drop(None, caps::CapSet::Bounding, cap)
+                    .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
+            }
+        }
+        nix::sys::prctl::set_keepcaps(true).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
+        let groups: Vec<Gid> = self.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        nix::unistd::setgroups(&groups).map_err(|e| {
+            format!(
+                "setgroups({:?}) in the pod's user namespace: {e}",
+                self.groups
+            )
+        })?;
+        let (uid, gid) = (Uid::from_raw(self.uid), Gid::from_raw(self.gid));
+        nix::unistd::setresgid(gid, gid, gid)
+            .map_err(|e| format!("setgid({}) in the pod's user namespace: {e}", self.gid))?;
+        nix::unistd::setresuid(uid, uid, uid)
+            .map_err(|e| format!("setuid({}) in the pod's user namespace: {e}", self.uid))?;
+        nix::sys::prctl::set_keepcaps(false).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
+        let permitted = caps::read(None, caps::CapSet::Permitted)
+            .map_err(|e| format!("reading the permitted capabilities: {e}"))?;
+        caps::set(None, caps::CapSet::Effective, &permitted)
+            .map_err(|e| format!("raising the effective capabilities: {e}"))
+    }
+
+    /// Sets the process's own capability sets (inheritable while
+    /// `CAP_SETPCAP` is effective, permitted after effective, ambient last).
+    fn final_caps(&self) -> Result<(), String> {
+        for (set, caps) in [
+            (caps::CapSet::Inheritable, &self.inheritable),
+            (caps::CapSet::Effective, &self.effective),
+            (caps::CapSet::Permitted, &self.permitted),
+            (caps::CapSet::Ambient, &self.ambient),
+        ] {
+            caps::set(None, set, caps).map_err(|e| format!("setting the {set:?} set: {e}"))?;
+        }
+        Ok(())
     }
 }
 

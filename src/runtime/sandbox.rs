@@ -420,6 +420,64 @@ impl SandboxManager {
         }
     }
 
+    /// Start-up: whether this node's image layers can be id-mapped for
+    /// user namespace pods (`userns::layer_store_idmaps`), tried with a
+    /// throw-away user namespace pinned by pinns, as a pod's would be.
+    /// Skipped where the kernel cannot run such pods anyway.
+    pub async fn probe_userns(&self, layers: &Path) {
+        use super::userns::{self, IdMap, UserNs};
+        if !userns::kernel_supported() {
+            return;
+        }
+        let run_dir = self.inner.pods_dir.parent().unwrap_or(&self.inner.pods_dir);
+        let dir = run_dir.join("userns-probe");
+        // What a daemon killed during its probe left.
+        let _ = namespace::unpin(&dir);
+        // A mapping of one id is enough to id-map a mount.
+        let one = vec![IdMap {
+            container_id: 0,
+            host_id: 65534,
+            length: 1,
+        }];
+        let req = PinRequest {
+            dir: dir.clone(),
+            net: false,
+            ipc: false,
+            uts: false,
+            hostname: None,
+            sysctls: Vec::new(),
+            pid: false,
+            userns: Some(UserNs {
+                uids: one.clone(),
+                gids: one,
+            }),
+        };
+        let result = match namespace::pin_with(&req, self.pinns_runner()).await {
+            Ok(Pinned { user: Some(ns), .. }) => {
+                let layers = layers.to_owned();
+                let dir2 = dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    let r = userns::layer_store_idmaps(&layers, &ns);
+                    if let Err(e) = namespace::unpin(&dir2) {
+                        tracing::warn!(error = %e, "removing the user namespace probe");
+                    }
+                    r
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("the probe task: {e}")))
+            }
+            Ok(_) => {
+                let _ = namespace::unpin(&dir);
+                Err("pinns made no user namespace".to_owned())
+            }
+            Err(e) => Err(format!("making a user namespace: {e}")),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "user namespace pods are not supported on this node");
+        }
+        userns::record_layer_store_probe(result);
+    }
+
     pub fn pod_dir(&self, id: &PodSandboxId) -> PathBuf {
         self.inner.pods_dir.join(id.as_str())
     }

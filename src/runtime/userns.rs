@@ -129,11 +129,37 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
     (a, b) >= (major, minor)
 }
 
+/// What the start-up probe found (see [`layer_store_idmaps`]): whether
+/// the image layer store's filesystem can be id-mapped (tmpfs before Linux
+/// 6.3, for one, cannot). Unset until the probe ran.
+static LAYER_STORE_IDMAP: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+
+/// Whether the layer store at `layers` can be id-mapped into the user
+/// namespace pinned at `userns` (a throw-away one).
+pub fn layer_store_idmaps(layers: &Path, userns: &Path) -> Result<(), String> {
+    mount::can_idmap(layers, userns)
+        .map_err(|e| format!("the image layer store {}: {e}", layers.display()))
+}
+
+/// Records the probe's answer for `Status` and RunPodSandbox (the first
+/// answer stays).
+pub fn record_layer_store_probe(r: Result<(), String>) {
+    let _ = LAYER_STORE_IDMAP.set(r);
+}
+
+/// The probe's failure, if it failed.
+fn layer_store_refusal() -> Option<&'static str> {
+    LAYER_STORE_IDMAP.get()?.as_ref().err().map(String::as_str)
+}
+
 /// Whether the handler supports user namespace pods: only the built-in
 /// runtime has been verified (external runtimes are not tested with a
-/// pod user namespace and id-mapped mounts here).
+/// pod user namespace and id-mapped mounts here), on a kernel that can and
+/// a layer store that id-maps.
 pub fn handler_supported(cfg: &RuntimeConfig, handler: &str) -> bool {
-    matches!(cfg.handler(handler), Ok(None)) && kernel_supported()
+    matches!(cfg.handler(handler), Ok(None))
+        && kernel_supported()
+        && layer_store_refusal().is_none()
 }
 
 /// RunPodSandbox's check for a userns pod, before anything is made.
@@ -151,6 +177,12 @@ pub fn check_pod(spec: &PodSpec, cfg: &RuntimeConfig) -> Result<(), String> {
                     (Linux 5.19) are needed"
                 .into(),
         );
+    }
+    if let Some(e) = layer_store_refusal() {
+        return Err(format!(
+            "this node cannot run user namespace pods: its image layers cannot be \
+             id-mapped ({e})"
+        ));
     }
     Ok(())
 }

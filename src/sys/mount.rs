@@ -215,14 +215,49 @@ pub fn unmount_staged(dir: &Path) -> io::Result<()> {
 /// user namespace is the host's. Hand-written over libc: nix 0.30 has no
 /// wrappers for `open_tree`, `mount_setattr` or `move_mount`.
 pub fn bind_idmapped(src: &Path, dst: &Path, userns: &Path, recursive: bool) -> io::Result<()> {
-    use std::ffi::CString;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use std::os::unix::ffi::OsStrExt;
-    let cstr = |p: &Path| {
-        CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+    use std::os::fd::AsRawFd;
+    let c_dst = c_path(dst)?;
+    let tree = idmapped_tree(src, userns, recursive)?;
+    mount_point_like(src, dst)?;
+    // SAFETY: move_mount reads the two NUL-terminated paths we own; the
+    // tree descriptor is open.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c_dst.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
     };
-    let (c_src, c_dst) = (cstr(src)?, cstr(dst)?);
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("move_mount onto {}: {e}", dst.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the filesystem at `src` can be id-mapped into the user
+/// namespace pinned at `userns`: [`bind_idmapped`]'s clone is made and
+/// id-mapped, then dropped unattached (nothing is mounted).
+pub fn can_idmap(src: &Path, userns: &Path) -> io::Result<()> {
+    idmapped_tree(src, userns, false).map(drop)
+}
+
+fn c_path(p: &Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// A detached, id-mapped clone of the mount at `src` (dropped: unmounted).
+fn idmapped_tree(src: &Path, userns: &Path, recursive: bool) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let c_src = c_path(src)?;
     let ns = std::fs::File::open(userns)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", userns.display())))?;
     let rec = if recursive {
@@ -275,23 +310,7 @@ pub fn bind_idmapped(src: &Path, dst: &Path, userns: &Path, recursive: bool) -> 
             src.display()
         )));
     }
-    mount_point_like(src, dst)?;
-    // SAFETY: move_mount reads the two NUL-terminated paths we own; the
-    // tree descriptor is open.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            c_dst.as_ptr(),
-            libc::MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if rc < 0 {
-        return Err(step(&format!("move_mount onto {}", dst.display())));
-    }
-    Ok(())
+    Ok(tree)
 }
 
 /// Undoes mountinfo's escapes: space, tab, newline and backslash appear

@@ -673,8 +673,15 @@ impl ContainerManager {
             None
         };
         // Image volumes: read-only overlays of their layers in the bundle.
-        let with_volumes = volumes::mount_image_volumes(&bundle, &upper_dir, spec, volumes)
-            .map_err(|e| fail("mounting image volumes", e))?;
+        let pod_userns = pod.pinned.user.as_deref().zip(
+            pod.spec
+                .userns
+                .as_ref()
+                .and_then(crate::runtime::userns::mapped_root),
+        );
+        let with_volumes =
+            volumes::mount_image_volumes(&bundle, &upper_dir, spec, volumes, pod_userns)
+                .map_err(|e| fail("mounting image volumes", e))?;
         let spec = with_volumes.as_ref().unwrap_or(spec);
         // libcontainer ignores per-mount propagation (see `stage_mounts`).
         let staged = if self.state_root(&pod.spec.runtime_handler)?.1.is_none() {
@@ -1553,7 +1560,7 @@ fn userns_layers(
 }
 
 /// The bundle's dir of staged CRI mounts.
-const STAGED_MOUNTS: &str = "mounts";
+pub(super) const STAGED_MOUNTS: &str = "mounts";
 
 /// libcontainer 0.7 ignores per-mount propagation options: a bind mount
 /// keeps the propagation its source has in the container's namespace,

@@ -200,22 +200,24 @@ impl ContainerManager {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| failed("exec", "the container's config.json is unreadable".into()))?;
-        // libcontainer 0.7's tenant builder never joins a user namespace
-        // (its list of namespaces to enter lacks "user"): in a user
-        // namespace pod the command would run as the host's root. Refused
-        // until the exec helper can enter it (`runtime/userns.rs`).
-        if spec
+        // The pod's user namespace, if any: runc enters it itself;
+        // libcontainer 0.7's tenant builder does not, so the built-in
+        // executor's helper joins it last (`monitor/exec.rs`).
+        let userns = spec
             .pointer("/linux/namespaces")
             .and_then(|v| v.as_array())
-            .is_some_and(|a| a.iter().any(|n| n["type"] == "user"))
-        {
-            return Err(failed(
-                "exec",
-                "exec in a container of a user namespace pod is not supported yet \
-                 (the executor cannot enter the pod's user namespace)"
-                    .into(),
-            ));
-        }
+            .and_then(|a| a.iter().find(|n| n["type"] == "user"))
+            .map(|n| n["path"].as_str().map(PathBuf::from));
+        let userns = match userns {
+            Some(None) => {
+                return Err(failed(
+                    "exec",
+                    "the container's user namespace has no path to join".into(),
+                ));
+            }
+            Some(Some(p)) if runtime.is_none() => Some(p),
+            _ => None,
+        };
         let mut process = spec
             .get("process")
             .cloned()
@@ -240,10 +242,12 @@ impl ContainerManager {
         let filter = spec.pointer("/linux/seccomp").filter(|v| !v.is_null());
         if let (None, Some(filter)) = (&runtime, filter) {
             seccomp = Some(filter.clone());
-            let nnp = process["noNewPrivileges"].as_bool() == Some(true);
-            if !nnp {
-                drop_caps = borrow_caps(&mut process);
-            }
+        }
+        // Entering a user namespace needs CAP_SYS_ADMIN too, and the helper
+        // sets every capability set again inside it.
+        let nnp = process["noNewPrivileges"].as_bool() == Some(true);
+        if userns.is_some() || (seccomp.is_some() && !nnp) {
+            drop_caps = borrow_caps(&mut process);
         }
         let dir = bundle.join("exec");
         let n = NEXT_EXEC.fetch_add(1, Ordering::Relaxed);
@@ -264,6 +268,7 @@ impl ContainerManager {
             seccomp,
             drop_caps,
             console_socket: console.clone(),
+            userns,
         };
         let mut paths = vec![process_path.clone(), request_path.clone()];
         paths.extend(console.clone());

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use super::{ContainerError, ContainerManager};
 use crate::id::ChainId;
 use crate::runtime::container::{ContainerSpec, ImageVolume, Propagation};
+use crate::runtime::userns;
 use crate::sys::mount;
 
 /// The bundle's dir of image volume mounts.
@@ -93,15 +94,23 @@ impl ContainerManager {
     }
 }
 
+/// A user namespace pod's pinned namespace and the host uid/gid of its
+/// root.
+pub(super) type PodUserns<'a> = (&'a Path, (u32, u32));
+
 /// Blocking: mounts each image volume under `<bundle>/image-volumes/<n>`
 /// (scratch dirs in `<writable>/volumes/<n>`) and returns `spec` with those
 /// mounts' host paths pointing there, read-only and private (None: `spec`
-/// has no image volume).
+/// has no image volume). In a user namespace pod the overlay's lower dirs
+/// are id-mapped clones of the layers, as the rootfs's are (overlayfs
+/// itself cannot be id-mapped), and the scratch dirs are the pod root's:
+/// the image's files keep their owners inside the pod.
 pub(super) fn mount_image_volumes(
     bundle: &Path,
     writable: &Path,
     spec: &ContainerSpec,
     volumes: &[(ImageVolume, Vec<PathBuf>)],
+    userns: Option<PodUserns<'_>>,
 ) -> Result<Option<ContainerSpec>, String> {
     if volumes.is_empty() {
         return Ok(None);
@@ -127,19 +136,32 @@ pub(super) fn mount_image_volumes(
         mk(&target, 0o755)?;
         mk(&scratch.join("upper"), 0o755)?;
         mk(&scratch.join("work"), 0o700)?;
-        let lowers: Vec<&Path> = layers.iter().map(PathBuf::as_path).collect();
-        mount::mount_overlay(
-            &lowers,
-            &scratch.join("upper"),
-            &scratch.join("work"),
-            &target,
-        )
-        .map_err(|e| {
+        let failed = |e: &dyn std::fmt::Display| {
             format!(
                 "mount {}: image {:?} ({}): {e}",
                 m.container_path, vol.image, vol.image_id
             )
-        })?;
+        };
+        let mut lowers: Vec<&Path> = layers.iter().map(PathBuf::as_path).collect();
+        let mut mapped = Vec::new();
+        if let Some((ns, root)) = userns {
+            userns::own_upper(&scratch.join("upper"), &scratch.join("work"), root)
+                .map_err(|e| failed(&e))?;
+            let dir = bundle
+                .join(super::STAGED_MOUNTS)
+                .join(format!("volume-{n}"));
+            mapped = userns::idmap_layers(&lowers, &dir, ns).map_err(|e| failed(&e))?;
+            lowers = mapped.iter().map(PathBuf::as_path).collect();
+        }
+        let mounted = mount::mount_overlay(
+            &lowers,
+            &scratch.join("upper"),
+            &scratch.join("work"),
+            &target,
+        );
+        // The overlay holds its own reference to each id-mapped layer.
+        userns::release_layers(&mapped);
+        mounted.map_err(|e| failed(&e))?;
         m.host_path = target.display().to_string();
         m.readonly = true;
         m.propagation = Propagation::Private;
