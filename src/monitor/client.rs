@@ -47,29 +47,22 @@ async fn call_keep(
     timeout: Option<Duration>,
 ) -> Result<(proto::Response, UnixStream), ClientError> {
     let work = async {
-        let mut stream = match UnixStream::connect(socket).await {
-            Ok(s) => s,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                return Err(ClientError::Gone);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let req = proto::Request {
-            version: PROTOCOL_VERSION,
-            kind: Some(kind),
-        };
         // The monitor may go away mid-call (its container exited and it
-        // finished): the caller reads exit.json.
+        // finished): the caller reads exit.json. A connection queued on
+        // the monitor's listener when it closes is reset (the error shows
+        // at connect or at the first read or write).
         let gone = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof
+            std::io::ErrorKind::NotFound
+            | std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::UnexpectedEof
             | std::io::ErrorKind::ConnectionReset
             | std::io::ErrorKind::BrokenPipe => ClientError::Gone,
             _ => ClientError::Io(e),
+        };
+        let mut stream = UnixStream::connect(socket).await.map_err(gone)?;
+        let req = proto::Request {
+            version: PROTOCOL_VERSION,
+            kind: Some(kind),
         };
         write_frame(&mut stream, &req).await.map_err(gone)?;
         let resp: proto::Response = read_frame(&mut stream).await.map_err(gone)?;
@@ -113,4 +106,35 @@ pub async fn read_frame<M: prost::Message + Default, R: AsyncRead + Unpin>(
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await?;
     M::decode(body.as_slice()).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait() -> Kind {
+        Kind::Wait(proto::Wait {})
+    }
+
+    /// A monitor that exits with the daemon's request still queued (its
+    /// container was just killed) is gone, not an I/O failure: the caller
+    /// then reads the exit file.
+    #[tokio::test]
+    async fn a_monitor_that_exits_without_answering_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.sock");
+        // Never accepted: the connection waits in the listener's queue.
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let closer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(listener);
+        });
+        let r = call(&path, wait(), Some(Duration::from_secs(5))).await;
+        closer.await.unwrap();
+        assert!(matches!(r, Err(ClientError::Gone)), "{r:?}");
+        // And once the socket file is gone too.
+        std::fs::remove_file(&path).unwrap();
+        let r = call(&path, wait(), Some(Duration::from_secs(5))).await;
+        assert!(matches!(r, Err(ClientError::Gone)), "{r:?}");
+    }
 }
