@@ -9,50 +9,11 @@
 mod common;
 
 use common::containers::*;
-use common::spdy::{self, Session};
+use common::spdy::{self, exec_req, session, url};
 use k8s_cri::v1::*;
 use tonic::Code;
 
 const V4: &str = "v4.channel.k8s.io";
-
-fn exec_req(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> ExecRequest {
-    ExecRequest {
-        container_id: id.into(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        tty,
-        stdin,
-        stdout: true,
-        stderr: !tty,
-    }
-}
-
-async fn url(env: &mut Env, req: ExecRequest) -> String {
-    env.rt
-        .exec(req)
-        .await
-        .unwrap_or_else(|e| panic!("Exec: {e:?}"))
-        .into_inner()
-        .url
-}
-
-/// Connects and opens the streams a kubelet would for `req`.
-async fn session(url: &str, req: &ExecRequest, protocols: &[&str]) -> Session {
-    let mut s = spdy::connect(url, protocols)
-        .await
-        .unwrap_or_else(|r| panic!("upgrade refused: {} {}", r.status, r.body));
-    s.open("error").await;
-    if req.stdin {
-        s.open("stdin").await;
-    }
-    s.open("stdout").await;
-    if req.stderr {
-        s.open("stderr").await;
-    }
-    if req.tty {
-        s.open("resize").await;
-    }
-    s
-}
 
 async fn running(env: &mut Env, name: &str) -> String {
     let bb = env.busybox.clone();
@@ -73,7 +34,7 @@ async fn exec_output_stdin_and_exit_status() {
         false,
         false,
     );
-    let u = url(&mut env, req.clone()).await;
+    let u = url(&mut env.rt, req.clone()).await;
     assert!(u.starts_with("http://127.0.0.1:"), "{u}");
     let mut s = session(&u, &req, &[V4, "v3.channel.k8s.io"]).await;
     assert_eq!(s.protocol, V4);
@@ -89,7 +50,7 @@ async fn exec_output_stdin_and_exit_status() {
 
     // stdin in, through to the end of input; success.
     let req = exec_req(&id, &["sh", "-c", "cat; echo done"], true, false);
-    let u = url(&mut env, req.clone()).await;
+    let u = url(&mut env.rt, req.clone()).await;
     let mut s = session(&u, &req, &[V4]).await;
     s.send("stdin", b"hello ", false).await;
     s.send("stdin", b"world\n", true).await;
@@ -100,7 +61,7 @@ async fn exec_output_stdin_and_exit_status() {
 
     // The older protocol: the error stream carries text, only on failure.
     let req = exec_req(&id, &["sh", "-c", "exit 2"], false, false);
-    let u = url(&mut env, req.clone()).await;
+    let u = url(&mut env.rt, req.clone()).await;
     let mut s = session(&u, &req, &["v2.channel.k8s.io"]).await;
     assert_eq!(s.protocol, "v2.channel.k8s.io");
     let out = s.run(20).await;
@@ -109,7 +70,7 @@ async fn exec_output_stdin_and_exit_status() {
 
     // A program that does not exist: a Failure status naming it.
     let req = exec_req(&id, &["/no/such/program"], false, false);
-    let u = url(&mut env, req.clone()).await;
+    let u = url(&mut env.rt, req.clone()).await;
     let mut s = session(&u, &req, &[V4]).await;
     let out = s.run(20).await;
     s.close().await;
@@ -125,7 +86,7 @@ async fn exec_output_stdin_and_exit_status() {
 
     // 10 MiB of output arrives complete.
     let req = exec_req(&id, &["head", "-c", "10485760", "/dev/zero"], false, false);
-    let u = url(&mut env, req.clone()).await;
+    let u = url(&mut env.rt, req.clone()).await;
     let mut s = session(&u, &req, &[V4]).await;
     let out = s.run(60).await;
     s.close().await;
@@ -138,7 +99,7 @@ async fn exec_tty_with_resize() {
     let mut env = Env::new("").await;
     let id = running(&mut env, "xt").await;
     let req = exec_req(&id, &["sh"], true, true);
-    let u = url(&mut env, req.clone()).await;
+    let u = url(&mut env.rt, req.clone()).await;
     let mut s = session(&u, &req, &[V4]).await;
     s.send("resize", br#"{"Width":123,"Height":45}"#, false)
         .await;
@@ -162,7 +123,7 @@ async fn exec_tty_with_resize() {
     let marker = format!("sleep {}", 700 + std::process::id() % 100);
     let script = format!("echo started; exec {marker}");
     let req = exec_req(&id, &["sh", "-c", &script], true, true);
-    let u = url(&mut env, req.clone()).await;
+    let u = url(&mut env.rt, req.clone()).await;
     let mut s = session(&u, &req, &[V4]).await;
     let first = s.next_data("stdout", 20).await;
     assert!(String::from_utf8_lossy(&first).contains("started"));
@@ -192,7 +153,7 @@ async fn urls_are_single_use_expire_and_negotiate() {
     let req = exec_req(&id, &["true"], false, false);
 
     // Used once: a second use is 404.
-    let u = url(&mut env, req.clone()).await;
+    let u = url(&mut env.rt, req.clone()).await;
     let mut s = session(&u, &req, &[V4]).await;
     let out = s.run(20).await;
     s.close().await;
@@ -204,7 +165,7 @@ async fn urls_are_single_use_expire_and_negotiate() {
     assert_eq!(again.status, 404);
 
     // Expired after the TTL.
-    let u = url(&mut env, req.clone()).await;
+    let u = url(&mut env.rt, req.clone()).await;
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
     let late = spdy::connect(&u, &[V4])
         .await
@@ -213,7 +174,7 @@ async fn urls_are_single_use_expire_and_negotiate() {
     assert_eq!(late.status, 404);
 
     // No protocol in common: 403, saying so.
-    let u = url(&mut env, req.clone()).await;
+    let u = url(&mut env.rt, req.clone()).await;
     let r = spdy::connect(&u, &["v9.channel.k8s.io"])
         .await
         .err()
@@ -250,7 +211,7 @@ async fn a_thousand_sessions_leak_no_descriptors() {
     // listener's connections) exist before counting.
     let req = exec_req(&id, &["echo", "hi"], false, false);
     for _ in 0..3 {
-        let u = url(&mut env, req.clone()).await;
+        let u = url(&mut env.rt, req.clone()).await;
         let mut s = session(&u, &req, &[V4]).await;
         s.run(20).await;
         s.close().await;
@@ -258,7 +219,7 @@ async fn a_thousand_sessions_leak_no_descriptors() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let before = fds();
     for i in 0..1000 {
-        let u = url(&mut env, req.clone()).await;
+        let u = url(&mut env.rt, req.clone()).await;
         let mut s = session(&u, &req, &[V4]).await;
         if i % 3 == 0 {
             s.ping(i).await;
@@ -497,7 +458,7 @@ async fn exec_and_attach_over_websocket() {
     // v5: stdin, then the close signal ends it; stdout, stderr and the
     // status arrive on their channels.
     let req = exec_req(&id, &["sh", "-c", "cat; echo err >&2; exit 2"], true, false);
-    let u = url(&mut env, req).await;
+    let u = url(&mut env.rt, req).await;
     let (chosen, got) = ws_session(
         &u,
         "v5.channel.k8s.io, v4.channel.k8s.io",
@@ -515,7 +476,7 @@ async fn exec_and_attach_over_websocket() {
 
     // base64.channel.k8s.io: text messages, base64 data.
     let req = exec_req(&id, &["echo", "in base64"], false, false);
-    let u = url(&mut env, req).await;
+    let u = url(&mut env.rt, req).await;
     let (chosen, got) = ws_session(&u, "base64.channel.k8s.io", Vec::new()).await;
     assert_eq!(chosen, "base64.channel.k8s.io");
     assert_eq!(String::from_utf8_lossy(&got[&1]), "in base64\n");
@@ -585,7 +546,7 @@ async fn exec_over_tls() {
     .await;
     let id = running(&mut env, "tls").await;
     let req = exec_req(&id, &["echo", "over tls"], false, false);
-    let u = url(&mut env, req.clone()).await;
+    let u = url(&mut env.rt, req.clone()).await;
     assert!(u.starts_with("https://127.0.0.1:"), "{u}");
 
     // A client trusting only that certificate.
@@ -637,7 +598,7 @@ async fn idle_sessions_close_but_busy_ones_do_not() {
         false,
         false,
     );
-    let u = url(&mut env, req.clone()).await;
+    let u = url(&mut env.rt, req.clone()).await;
     let mut s = session(&u, &req, &[V4]).await;
     let out = s.run(20).await;
     s.close().await;
@@ -649,7 +610,7 @@ async fn idle_sessions_close_but_busy_ones_do_not() {
     // Nothing either way: the server closes the session after the idle
     // timeout, without an outcome.
     let req = exec_req(&id, &["sleep", "30"], false, false);
-    let u = url(&mut env, req.clone()).await;
+    let u = url(&mut env.rt, req.clone()).await;
     let mut s = session(&u, &req, &[V4]).await;
     let t0 = std::time::Instant::now();
     let out = s.run(20).await;

@@ -639,3 +639,42 @@ async fn userns_refused_where_the_layer_store_cannot_idmap() {
         "the refused pod must leave no record"
     );
 }
+
+/// `kubectl exec -it` into a userns pod: the command gets a terminal and
+/// runs as the pod's root inside the namespace.
+#[tokio::test]
+async fn exec_with_a_terminal_in_userns_pod() {
+    use common::spdy::{exec_req, session, url};
+    let mut env = Env::new("").await;
+    let (pod, pcfg) = userns_pod(&mut env, "userns-tty").await;
+    let id = env
+        .run(
+            &pod,
+            &pcfg,
+            userns_ctr("sleeper", &env.busybox, "sleep 300"),
+        )
+        .await;
+    let req = exec_req(&id, &["sh"], true, true);
+    let u = url(&mut env.rt, req.clone()).await;
+    let mut s = session(&u, &req, &["v4.channel.k8s.io"]).await;
+    s.send(
+        "stdin",
+        b"[ -t 0 ] && echo tty-yes; id -u; cat /proc/self/uid_map; exit 3\n",
+        false,
+    )
+    .await;
+    let out = s.run(20).await;
+    s.close().await;
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(text.contains("tty-yes"), "{text:?}");
+    assert!(
+        text.contains("\n0\n"),
+        "exec must run as the pod's root: {text:?}"
+    );
+    assert!(
+        normalise(&text).contains(&map_line(0, UID_HOST, LEN)),
+        "{text:?}"
+    );
+    assert_eq!(out.status()["details"]["causes"][0]["message"], "3");
+    env.stop(&id, 1).await.unwrap();
+}

@@ -16,6 +16,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+use super::pods::RuntimeClient;
+use k8s_cri::v1::ExecRequest;
+
 /// What a session produced.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -290,4 +293,46 @@ impl Session {
         }
         got
     }
+}
+
+// ---- exec sessions as kubelet opens them --------------------------------
+
+/// An Exec request for `cmd` in container `id` (stderr only without a terminal).
+pub fn exec_req(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> ExecRequest {
+    ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+    }
+}
+
+/// The streaming URL the Exec call returns.
+pub async fn url(rt: &mut RuntimeClient, req: ExecRequest) -> String {
+    rt.exec(req)
+        .await
+        .unwrap_or_else(|e| panic!("Exec: {e:?}"))
+        .into_inner()
+        .url
+}
+
+/// Connects and opens the streams a kubelet would for `req`.
+pub async fn session(url: &str, req: &ExecRequest, protocols: &[&str]) -> Session {
+    let mut s = connect(url, protocols)
+        .await
+        .unwrap_or_else(|r| panic!("upgrade refused: {} {}", r.status, r.body));
+    s.open("error").await;
+    if req.stdin {
+        s.open("stdin").await;
+    }
+    s.open("stdout").await;
+    if req.stderr {
+        s.open("stderr").await;
+    }
+    if req.tty {
+        s.open("resize").await;
+    }
+    s
 }
