@@ -27,16 +27,7 @@ fn image_mount(container_path: &str, image: &str) -> Mount {
 }
 
 async fn exec(env: &mut Env, id: &str, script: &str) -> (i32, String) {
-    let r = env
-        .rt
-        .exec_sync(ExecSyncRequest {
-            container_id: id.into(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            timeout: 20,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("ExecSync {script:?}: {e:?}"))
-        .into_inner();
+    let r = env.exec_sh(id, script).await;
     let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
     out.push_str(&String::from_utf8_lossy(&r.stderr));
     (r.exit_code, out)

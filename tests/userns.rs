@@ -100,6 +100,14 @@ async fn userns_pod(env: &mut Env, name: &str) -> (String, PodSandboxConfig) {
     (id, cfg)
 }
 
+/// A userns pod with one running `sleep 300` container: (pod, config, container).
+async fn userns_sleeper(env: &mut Env, name: &str) -> (String, PodSandboxConfig, String) {
+    let (pod, pcfg) = userns_pod(env, name).await;
+    let cfg = userns_ctr("sleeper", &env.busybox, "sleep 300");
+    let id = env.run(&pod, &pcfg, cfg).await;
+    (pod, pcfg, id)
+}
+
 /// The kernel's uid_map/gid_map text for one mapping, whitespace-normalised.
 fn map_line(c: u32, h: u32, l: u32) -> String {
     format!("{c} {h} {l}")
@@ -112,11 +120,9 @@ fn normalise(text: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn userns_pod_maps_root_rootfs_and_volumes() {
-    let mut env = Env::new("").await;
-    let status = env
-        .rt
+/// Whether `Status` reports user namespace support for the default handler.
+async fn default_handler_userns(rt: &mut common::pods::RuntimeClient) -> bool {
+    let status = rt
         .status(StatusRequest { verbose: false })
         .await
         .expect("Status")
@@ -126,9 +132,15 @@ async fn userns_pod_maps_root_rootfs_and_volumes() {
         .iter()
         .find(|h| h.name.is_empty())
         .expect("the default handler in Status.runtime_handlers");
+    builtin.features.as_ref().is_some_and(|f| f.user_namespaces)
+}
+
+#[tokio::test]
+async fn userns_pod_maps_root_rootfs_and_volumes() {
+    let mut env = Env::new("").await;
     assert!(
-        builtin.features.as_ref().is_some_and(|f| f.user_namespaces),
-        "Status must report user_namespaces for the built-in handler on this kernel: {builtin:?}"
+        default_handler_userns(&mut env.rt).await,
+        "Status must report user_namespaces for the built-in handler on this kernel"
     );
 
     let (pod, pcfg) = userns_pod(&mut env, "userns-basic").await;
@@ -358,16 +370,7 @@ async fn exec_in_userns(env: &mut Env, id: &str) {
     let script = "id -u; cat /proc/self/uid_map; \
         for p in self 1; do grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/$p/status | tr '\\n' ' '; echo; done; \
         mknod /tmp/exec-blk b 7 0 2>/dev/null && echo made || echo refused";
-    let r = env
-        .rt
-        .exec_sync(ExecSyncRequest {
-            container_id: id.into(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            timeout: 10,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("ExecSync in a user namespace pod: {e:?}"))
-        .into_inner();
+    let r = env.exec_sh(id, script).await;
     let out = String::from_utf8_lossy(&r.stdout).into_owned();
     let err = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.exit_code, 0, "{out}{err}");
@@ -386,14 +389,7 @@ async fn exec_in_userns(env: &mut Env, id: &str) {
 #[tokio::test]
 async fn userns_pod_survives_daemon_kill_and_leaves_nothing_on_removal() {
     let mut env = Env::new("").await;
-    let (pod, pcfg) = userns_pod(&mut env, "userns-restart").await;
-    let first = env
-        .run(
-            &pod,
-            &pcfg,
-            userns_ctr("sleeper", &env.busybox, "sleep 300"),
-        )
-        .await;
+    let (pod, pcfg, first) = userns_sleeper(&mut env, "userns-restart").await;
     exec_in_userns(&mut env, &first).await;
     // Created before the crash, started after it (the restarted daemon
     // makes its run dir 0700 again; the pod's root must still reach it).
@@ -531,16 +527,7 @@ async fn exec_as_non_root_in_userns_pod() {
     sc.supplemental_groups = vec![3000];
     let id = env.run(&pod, &pcfg, cfg).await;
     let script = "id -u; id -g; id -G; grep -E '^Cap(Prm|Eff)' /proc/self/status | tr -s '\\t' ' '";
-    let r = env
-        .rt
-        .exec_sync(ExecSyncRequest {
-            container_id: id.clone(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            timeout: 10,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("ExecSync as uid 1000 in a user namespace pod: {e:?}"))
-        .into_inner();
+    let r = env.exec_sh(&id, script).await;
     let out = String::from_utf8_lossy(&r.stdout).into_owned();
     assert_eq!(
         (r.exit_code, normalise(&out)),
@@ -608,22 +595,9 @@ async fn userns_refused_where_the_layer_store_cannot_idmap() {
     assert!(ok.success(), "mounting a ramfs on {}", state.display());
     d.launch();
     let mut rt = d.runtime_client().await;
-    let status = rt
-        .status(StatusRequest { verbose: false })
-        .await
-        .expect("Status")
-        .into_inner();
-    let builtin = status
-        .runtime_handlers
-        .iter()
-        .find(|h| h.name.is_empty())
-        .expect("the default handler in Status.runtime_handlers");
     assert!(
-        builtin
-            .features
-            .as_ref()
-            .is_some_and(|f| !f.user_namespaces),
-        "Status must not report user_namespaces with layers on ramfs: {builtin:?}"
+        !default_handler_userns(&mut rt).await,
+        "Status must not report user_namespaces with layers on ramfs"
     );
     let mut cfg = common::pods::pod_config("userns-ramfs");
     with_userns(&mut cfg, Some(default_userns()));
@@ -646,14 +620,7 @@ async fn userns_refused_where_the_layer_store_cannot_idmap() {
 async fn exec_with_a_terminal_in_userns_pod() {
     use common::spdy::{exec_req, session, url};
     let mut env = Env::new("").await;
-    let (pod, pcfg) = userns_pod(&mut env, "userns-tty").await;
-    let id = env
-        .run(
-            &pod,
-            &pcfg,
-            userns_ctr("sleeper", &env.busybox, "sleep 300"),
-        )
-        .await;
+    let (_pod, _pcfg, id) = userns_sleeper(&mut env, "userns-tty").await;
     let req = exec_req(&id, &["sh"], true, true);
     let u = url(&mut env.rt, req.clone()).await;
     let mut s = session(&u, &req, &["v4.channel.k8s.io"]).await;

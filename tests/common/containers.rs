@@ -206,6 +206,19 @@ impl Env {
         (s, text)
     }
 
+    /// ExecSync `sh -c script` in container `id` (panics if the call fails).
+    pub async fn exec_sh(&mut self, id: &str, script: &str) -> ExecSyncResponse {
+        self.rt
+            .exec_sync(ExecSyncRequest {
+                container_id: id.into(),
+                cmd: vec!["sh".into(), "-c".into(), script.into()],
+                timeout: 20,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ExecSync {script:?} in {id}: {e:?}"))
+            .into_inner()
+    }
+
     pub async fn list(&mut self, filter: Option<ContainerFilter>) -> Vec<Container> {
         self.rt
             .list_containers(ListContainersRequest { filter })
