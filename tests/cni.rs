@@ -500,6 +500,19 @@ async fn detach_releases_the_ip_is_idempotent_and_survives_a_deleted_netns() {
         .await
         .expect("second detach");
 
+    // A cache cut short (a power loss before the page cache reached the
+    // disk): DEL still runs, with the current config, and releases the IP.
+    let ns = Netns::new();
+    let (req, res) = env.attach(&ns).await;
+    let lease = env.lease_file(res.ips[0]);
+    std::fs::write(env.cache_file(&req.pod_id), b"{\"podId\": ").unwrap();
+    env.cni
+        .detach(&req.pod_id, Some(&ns.path()), &req)
+        .await
+        .expect("detach with a corrupt cache");
+    assert!(!lease.exists(), "lease {} kept", lease.display());
+    assert!(!env.cache_file(&req.pod_id).exists());
+
     // Nothing cached and no config: nothing to do.
     let empty = Env::empty();
     empty

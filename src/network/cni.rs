@@ -163,8 +163,26 @@ impl Cni {
     ) -> Result<(), CniError> {
         validate_pod_id(pod_id)?;
         let cache_path = result::cache_path(&self.settings.cache_dir, pod_id);
-        let (network, entry) = match result::read_cache(&cache_path)? {
-            Some(entry) => (Arc::new(entry.network(&cache_path)?), entry),
+        // A cache that cannot be read back (cut short by a power loss, or
+        // edited) must not block the teardown forever: like libcni, DEL
+        // then runs with the current config.
+        let cached = match result::read_cache(&cache_path) {
+            Ok(Some(entry)) => match entry.network(&cache_path) {
+                Ok(network) => Some((Arc::new(network), entry)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "CNI DEL with the current config");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e @ CniError::CacheCorrupt { .. }) => {
+                tracing::warn!(error = %e, "CNI DEL with the current config");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let (network, entry) = match cached {
+            Some(cached) => cached,
             None => {
                 let Ok(network) = self.current() else {
                     // Never attached by us and nothing to tear down with.

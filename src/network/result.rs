@@ -102,6 +102,9 @@ pub(crate) fn read_cache(path: &Path) -> Result<Option<CacheEntry>, CniError> {
 
 /// Writes the entry atomically (temp file + rename), mode 0600: results can
 /// name addresses and the config can hold credentials of some plugins.
+/// Not fsynced, as libcni does not: a `kill -9` of the daemon keeps the
+/// page cache, and an entry a power loss cuts short is read as missing
+/// (DEL then runs with the current config).
 pub(crate) fn write_cache(path: &Path, entry: &CacheEntry) -> Result<(), CniError> {
     let err = |source| CniError::Cache {
         path: path.to_owned(),
@@ -120,7 +123,6 @@ pub(crate) fn write_cache(path: &Path, entry: &CacheEntry) -> Result<(), CniErro
         .open(&tmp)
         .map_err(err)?;
     f.write_all(&bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
 }
 
