@@ -310,12 +310,17 @@ impl Default for CniConfig {
 pub struct PodConfig {
     /// Size of each pod's /dev/shm tmpfs, in bytes.
     pub shm_size_bytes: u64,
+    /// Sets of network, IPC and UTS namespaces kept ready for pods that
+    /// need just those (most do): RunPodSandbox then skips making them.
+    /// 0 turns the pool off.
+    pub namespace_pool: usize,
 }
 
 impl Default for PodConfig {
     fn default() -> Self {
         Self {
             shm_size_bytes: 64 << 20,
+            namespace_pool: 2,
         }
     }
 }
@@ -685,6 +690,9 @@ bin_dirs = [{cnibins}]
 [pod]
 # Size of each pod's /dev/shm (tmpfs shared by the pod's containers), bytes.
 shm_size_bytes = {shm}
+# Sets of network, IPC and UTS namespaces kept ready for pods that need just
+# those; RunPodSandbox then skips making them. 0 turns the pool off.
+namespace_pool = {nspool}
 
 [runtime]
 # Longest container log record; longer lines become partial (P) records.
@@ -748,6 +756,7 @@ address = {maddr}
             .collect::<Vec<_>>()
             .join(", "),
         shm = d.pod.shm_size_bytes,
+        nspool = d.pod.namespace_pool,
         maxline = d.runtime.max_log_line_bytes,
         execmax = d.runtime.exec_output_max_bytes,
         evbuf = d.runtime.event_buffer,

@@ -137,7 +137,7 @@ impl Daemon {
             &config.run_dir,
             store.clone(),
             cni,
-            config.pod.shm_size_bytes,
+            &config.pod,
             config.runtime.clone(),
         )?;
         let containers = ContainerManager::open(
@@ -213,6 +213,7 @@ impl Daemon {
             .sandboxes
             .probe_userns(&self.cri.config.state_dir.join("layers"))
             .await;
+        self.cri.sandboxes.fill_pool();
         self.cri.containers.resume().await;
         let streaming = crate::streaming::StreamServer::start(
             &self.cri.config.streaming,
@@ -237,6 +238,8 @@ impl Daemon {
         if let Err(e) = fs::remove_file(&socket) {
             tracing::warn!(socket = %socket.display(), error = %e, "removing socket");
         }
+        // Nothing will take them: a stopped daemon leaves no idle pins.
+        self.cri.sandboxes.drain_pool();
         tracing::info!("crius stopped");
         result
     }

@@ -610,3 +610,155 @@ async fn update_runtime_config_stores_the_pod_cidr() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
+
+/// Inode numbers of the namespaces pinned under `dir` (recursively).
+fn pinned_inodes(dir: &std::path::Path) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(pinned_inodes(&p));
+        } else if crius::sys::namespace::is_pinned(&p) {
+            out.push(std::fs::metadata(&p).map(|m| m.ino()).unwrap_or(0));
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn wait_pool(daemon: &Daemon, sets: usize) -> Vec<u64> {
+    let pool = daemon.run_dir().join("nspool");
+    for _ in 0..100 {
+        let inodes = pinned_inodes(&pool);
+        if inodes.len() == 3 * sets {
+            return inodes;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the namespace pool did not reach {sets} sets: {:?}",
+        pinned_inodes(&pool)
+    );
+}
+
+/// The pool of ready namespaces (`pod.namespace_pool`): a plain pod takes
+/// a pooled set (its net, IPC and UTS namespaces are ones made before it
+/// was asked for) with its own hostname set, and the pool is refilled; a
+/// pod with sysctls gets namespaces of its own; a daemon killed and
+/// restarted drops the old pool and makes a new one, leaving no pin behind.
+// Multi-threaded: the client's connection must see the server's GOAWAY
+// while this thread waits for the daemon to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_take_ready_namespaces_from_the_pool() {
+    let net = TestNet::new();
+    let mut daemon = Daemon::start(&format!("{}\n[pod]\nnamespace_pool = 2\n", net.toml()));
+    let mut c = daemon.runtime_client().await;
+    let before = wait_pool(&daemon, 2).await;
+
+    // Kubelet's usual pod: a PID namespace per container, no infra.
+    let plain = |name: &str, sysctls: HashMap<String, String>| {
+        let mut cfg = pod_config(name);
+        cfg.linux = Some(LinuxPodSandboxConfig {
+            sysctls,
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Pod as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        cfg
+    };
+    let mut cfg = plain("pooled", HashMap::new());
+    cfg.hostname = "pooled-host".into();
+    let id = run_pod_ok(&mut c, cfg).await;
+    let own = pinned_inodes(&pod_dir(daemon.run_dir(), &id).join("ns"));
+    assert_eq!(own.len(), 3, "{own:?}");
+    assert!(
+        own.iter().all(|i| before.contains(i)),
+        "the pod's namespaces {own:?} must come from the pool {before:?}"
+    );
+    let uts = in_pod(daemon.run_dir(), &id, &["hostname"]);
+    assert_eq!(stdout(&uts), "pooled-host");
+    let lo = in_pod(daemon.run_dir(), &id, &["ip", "-o", "link", "show", "lo"]);
+    assert!(stdout(&lo).contains("UP"), "{}", stdout(&lo));
+    let ip = pod_ip(&mut c, &id).await;
+    let ping = Command::new("/bin/busybox")
+        .args(&ping_cmd(&ip)[1..])
+        .output()
+        .expect("busybox ping");
+    assert!(ping.status.success(), "the pooled pod's IP {ip}: {ping:?}");
+    let refilled = wait_pool(&daemon, 2).await;
+    assert!(
+        refilled.iter().all(|i| !own.contains(i)),
+        "a taken set must not stay in the pool"
+    );
+
+    // Sysctls are applied by pinns inside new namespaces: no pooled set.
+    let cfg = plain(
+        "own-ns",
+        [("net.ipv4.ip_forward".to_owned(), "1".to_owned())].into(),
+    );
+    let other = run_pod_ok(&mut c, cfg).await;
+    let theirs = pinned_inodes(&pod_dir(daemon.run_dir(), &other).join("ns"));
+    assert!(
+        theirs.iter().all(|i| !refilled.contains(i)),
+        "a pod with sysctls must not take pooled namespaces"
+    );
+
+    // Marked, so that a set the next daemon kept would show. (Namespace
+    // inode numbers are reused once freed: they cannot tell.)
+    let uts_pins = |daemon: &Daemon| {
+        let pool = daemon.run_dir().join("nspool");
+        std::fs::read_dir(&pool)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path().join("uts"))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let hostname_in = |uts: &std::path::Path, set: Option<&str>| {
+        let o = Command::new("nsenter")
+            .arg(format!("--uts={}", uts.display()))
+            .args(["hostname"])
+            .args(set)
+            .output()
+            .expect("nsenter (util-linux)");
+        assert!(o.status.success(), "{o:?}");
+        stdout(&o)
+    };
+    for uts in uts_pins(&daemon) {
+        hostname_in(&uts, Some("old-pool"));
+    }
+    daemon.kill9();
+    daemon.restart();
+    let mut c = daemon.runtime_client().await;
+    wait_pool(&daemon, 2).await;
+    for uts in uts_pins(&daemon) {
+        assert_ne!(
+            hostname_in(&uts, None),
+            "old-pool",
+            "the restarted daemon must drop the old pool"
+        );
+    }
+    for p in [&id, &other] {
+        stop_pod(&mut c, p).await.unwrap();
+        remove_pod(&mut c, p).await.unwrap();
+    }
+    assert!(
+        mounts_below(daemon.run_dir()).is_empty(),
+        "{:?}",
+        mounts_below(daemon.run_dir())
+    );
+    // A graceful stop leaves no idle pins either.
+    drop(c);
+    daemon.stop();
+    let left = pinned_inodes(&daemon.run_dir().join("nspool"));
+    assert!(left.is_empty(), "pool pins left after a stop: {left:?}");
+}

@@ -5,6 +5,7 @@ pub mod cdi;
 pub mod container;
 pub mod events;
 pub mod features;
+pub mod nspool;
 pub mod podfiles;
 pub mod process;
 pub mod sandbox;

@@ -172,6 +172,8 @@ struct Inner {
     cni: Cni,
     cgroups: Option<Cgroups>,
     shm_size: u64,
+    /// Namespace sets made ahead for the common pod (`nspool.rs`).
+    pool: super::nspool::NsPool,
     runtime: crate::config::RuntimeConfig,
     host_resolv: PathBuf,
     pods: Mutex<BTreeMap<PodSandboxId, SandboxRecord>>,
@@ -219,7 +221,7 @@ impl SandboxManager {
         run_dir: &Path,
         store: Arc<Store>,
         cni: Cni,
-        shm_size: u64,
+        pod: &crate::config::PodConfig,
         runtime: crate::config::RuntimeConfig,
     ) -> Result<Self, SandboxError> {
         let pods_dir = run_dir.join("pods");
@@ -275,7 +277,8 @@ impl SandboxManager {
                 store,
                 cni,
                 cgroups,
-                shm_size,
+                shm_size: pod.shm_size_bytes,
+                pool: super::nspool::NsPool::new(run_dir, pod.namespace_pool),
                 runtime,
                 host_resolv: PathBuf::from("/etc/resolv.conf"),
                 pods: Mutex::new(pods),
@@ -390,7 +393,9 @@ impl SandboxManager {
         }
         let guard = self.pod_lock(&id);
         let _g = guard.lock().await;
-        match self.build(&id, spec).await {
+        let result = self.build(&id, spec).await;
+        self.fill_pool();
+        match result {
             Ok(rec) => {
                 tracing::info!(pod = %id, ips = ?rec.ips, "pod sandbox ready");
                 Ok(id)
@@ -401,6 +406,38 @@ impl SandboxManager {
                 Err(e)
             }
         }
+    }
+
+    /// Tops the namespace pool up in the background, shortly after (one
+    /// refill at a time; a failure is logged and ends it).
+    pub fn fill_pool(&self) {
+        if !self.inner.pool.start_fill() {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            // Not in the middle of the pod's own start: CreateContainer and
+            // StartContainer usually follow at once, and the refill's
+            // mounts would contend with theirs.
+            tokio::time::sleep(super::nspool::REFILL_DELAY).await;
+            let pool = &me.inner.pool;
+            while let Some(req) = pool.next_request() {
+                match namespace::pin_with(&req, me.pinns_runner()).await {
+                    Ok(_) => pool.add(req.dir),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "making pooled pod namespaces");
+                        let _ = namespace::unpin(&req.dir);
+                        break;
+                    }
+                }
+            }
+            pool.end_fill();
+        });
+    }
+
+    /// Unpins every ready set of the namespace pool (at shutdown).
+    pub fn drain_pool(&self) {
+        self.inner.pool.drain();
     }
 
     /// Runs `pinns` forked by the monitor zygote (no exec: a few
@@ -584,7 +621,14 @@ impl SandboxManager {
                 })
             );
         }
-        if req.net || req.ipc || req.uts || req.pid || req.userns.is_some() {
+        let pooled = if self.inner.pool.fits(&req) {
+            self.inner.pool.take(&req)
+        } else {
+            None
+        };
+        if let Some(pinned) = pooled {
+            rec.pinned = pinned;
+        } else if req.net || req.ipc || req.uts || req.pid || req.userns.is_some() {
             rec.pinned = tryb!(
                 namespace::pin_with(&req, self.pinns_runner())
                     .await

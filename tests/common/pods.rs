@@ -125,17 +125,18 @@ pub fn ping_cmd(ip: &str) -> Vec<String> {
         .collect()
 }
 
-/// Mount points at or below `dir`.
-/// Mounts below `dir`, except the daemon's read-only bind of its own
-/// binary (`<run_dir>/crius`, there for the daemon's lifetime).
+/// Mounts below `dir`, except what a daemon keeps for its lifetime when
+/// `dir` is its run dir: the read-only bind of its own binary
+/// (`<run_dir>/crius`) and its pool of ready pod namespaces (`nspool/`).
 pub fn mounts_below(dir: &Path) -> Vec<String> {
     let prefix = dir.display().to_string();
     let exe = dir.join("crius").display().to_string();
+    let pool = format!("{}/", dir.join("nspool").display());
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix) && *p != exe)
+        .filter(|p| p.starts_with(&prefix) && *p != exe && !p.starts_with(&pool))
         .map(str::to_owned)
         .collect()
 }
