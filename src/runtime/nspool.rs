@@ -62,9 +62,11 @@ impl NsPool {
 
     /// Whether a pod with these namespaces can take a pooled set: new
     /// network, IPC and UTS namespaces and nothing else to set up in them
-    /// but the hostname.
+    /// but the hostname. A request pinns would refuse (a bad hostname)
+    /// goes to pinns, for its error.
     pub fn fits(&self, req: &PinRequest) -> bool {
         self.size > 0
+            && namespace::validate(req).is_ok()
             && req.net
             && req.ipc
             && req.uts
