@@ -523,6 +523,9 @@ impl Config {
         if self.pod.shm_size_bytes < 4096 {
             return invalid("pod.shm_size_bytes", "must be at least 4096");
         }
+        if self.pod.namespace_pool > 64 {
+            return invalid("pod.namespace_pool", "must be at most 64");
+        }
         let (cert, key) = (&self.streaming.tls_cert_file, &self.streaming.tls_key_file);
         if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
             return invalid(
@@ -845,6 +848,8 @@ mod tests {
         assert!(err.to_string().contains("log.format"), "{err}");
         let err = Config::parse("[runtime]\nevent_buffer = 0", Path::new("c")).unwrap_err();
         assert!(err.to_string().contains("runtime.event_buffer"), "{err}");
+        let err = Config::parse("[pod]\nnamespace_pool = 65", Path::new("c")).unwrap_err();
+        assert!(err.to_string().contains("pod.namespace_pool"), "{err}");
         let err = Config::parse("[metrics]\naddress = \"9898\"", Path::new("c")).unwrap_err();
         assert!(err.to_string().contains("metrics.address"), "{err}");
         let off = Config::parse("[metrics]\naddress = \"\"", Path::new("c")).unwrap();

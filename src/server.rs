@@ -211,7 +211,7 @@ impl Daemon {
             });
         self.cri
             .sandboxes
-            .probe_userns(&self.cri.config.state_dir.join("layers"))
+            .probe_userns(self.cri.images.layers_dir())
             .await;
         self.cri.sandboxes.fill_pool();
         self.cri.containers.resume().await;

@@ -367,6 +367,11 @@ impl ImageManager {
             .map_err(|e| ImageError::Internal(e.to_string()))?
     }
 
+    /// The dir holding the unpacked layers.
+    pub fn layers_dir(&self) -> &Path {
+        self.inner.layers.dir()
+    }
+
     /// Bytes and inodes of the layer store (image filesystem).
     pub fn image_fs(&self) -> FsUsage {
         let cat = self.catalog();

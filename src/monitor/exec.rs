@@ -372,7 +372,8 @@ impl Userns {
         use nix::unistd::{Gid, Uid};
         nix::sched::setns(self.fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWUSER)
             .map_err(|e| format!("entering the pod's user namespace: {e}"))?;
-        for cap in caps::all() {
+        // Only what this kernel knows: dropping an unknown one is EINVAL.
+        for cap in caps::runtime::thread_all_supported() {
             if !self.bounding.contains(&cap) {
                 caps::drop(None, caps::CapSet::Bounding, cap)
                     .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
