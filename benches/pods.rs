@@ -21,12 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cri::{ImageClient, pull_ok};
-use common::pods::{RuntimeClient, pod_config, remove_pod, run_pod, stop_pod};
+use common::pods::{RuntimeClient, kubelet_namespaces, pod_config, remove_pod, run_pod, stop_pod};
 use common::*;
-use k8s_cri::v1::{
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode,
-    NamespaceOption, PodSandboxConfig, StatusRequest,
-};
+use k8s_cri::v1::{ListPodSandboxRequest, PodSandboxConfig, StatusRequest};
 
 /// Sequential cycles measured (after a warm-up).
 const SEQUENTIAL: usize = 30;
@@ -45,18 +42,7 @@ use runtimes::{Res, ms, percentile, settle};
 fn bench_pod(name: &str) -> PodSandboxConfig {
     let mut c = pod_config(name);
     c.log_directory = String::new();
-    c.linux = Some(LinuxPodSandboxConfig {
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                network: NamespaceMode::Pod as i32,
-                pid: NamespaceMode::Container as i32,
-                ipc: NamespaceMode::Pod as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    kubelet_namespaces(&mut c);
     c
 }
 

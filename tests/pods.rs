@@ -661,17 +661,9 @@ async fn pods_take_ready_namespaces_from_the_pool() {
         let mut cfg = pod_config(name);
         cfg.linux = Some(LinuxPodSandboxConfig {
             sysctls,
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Pod as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
             ..Default::default()
         });
+        kubelet_namespaces(&mut cfg);
         cfg
     };
     let mut cfg = plain("pooled", HashMap::new());

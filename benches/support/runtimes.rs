@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 
 use crate::common::containers::ctr;
 use crate::common::cri::{ImageClient, pull_ok};
-use crate::common::pods::{RuntimeClient, pod_config, remove_pod, run_pod, stop_pod};
+use crate::common::pods::{
+    RuntimeClient, kubelet_namespaces, pod_config, remove_pod, run_pod, stop_pod,
+};
 use crate::common::*;
 use crate::{host, peer};
 use k8s_cri::v1::{
-    ContainerConfig, CreateContainerRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    ContainerConfig, CreateContainerRequest, ListPodSandboxRequest, PodSandboxConfig,
     RemoveContainerRequest, StartContainerRequest, StatusRequest, StopContainerRequest,
 };
 
@@ -78,18 +79,7 @@ pub enum Kind {
 pub fn bench_pod(logs: &Path, name: &str) -> PodSandboxConfig {
     let mut c = pod_config(name);
     c.log_directory = logs.join(name).display().to_string();
-    c.linux = Some(LinuxPodSandboxConfig {
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                network: NamespaceMode::Pod as i32,
-                pid: NamespaceMode::Container as i32,
-                ipc: NamespaceMode::Pod as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    kubelet_namespaces(&mut c);
     c
 }
 

@@ -12,6 +12,21 @@ use tonic::transport::Channel;
 
 pub type RuntimeClient = RuntimeServiceClient<Channel>;
 
+/// The namespaces kubelet asks for a pod without `shareProcessNamespace`
+/// (most pods): network and IPC of the pod, a PID namespace per container.
+pub fn kubelet_namespaces(cfg: &mut PodSandboxConfig) {
+    cfg.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options = Some(NamespaceOption {
+        network: NamespaceMode::Pod as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    });
+}
+
 /// A minimal kubelet-like pod config.
 pub fn pod_config(name: &str) -> PodSandboxConfig {
     PodSandboxConfig {
