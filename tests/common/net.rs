@@ -30,10 +30,19 @@ impl TestNet {
                 "CNI plugin {plugin} missing in {CNI_BIN}: install Debian's containernetworking-plugins (hack/install-deps.sh)"
             );
         }
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
-        // Unique within this test binary (counter); binaries run one at a time.
-        let octet = (pid % 200 + n) % 250 + 1;
+        // Unique within this test binary (counter); binaries run one at a
+        // time. A /24 the host already routes (a bridge a killed run left
+        // behind) is skipped: traffic to the pod would go there instead.
+        let mut n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let mut octet = (pid % 200 + n) % 250 + 1;
+        for _ in 0..250 {
+            if !routed(&format!("10.89.{octet}.0/24")) {
+                break;
+            }
+            n = NEXT.fetch_add(1, Ordering::SeqCst);
+            octet = (pid % 200 + n) % 250 + 1;
+        }
         let bridge = format!("crt{}x{n}", pid % 10000);
         let name = format!("crius-test-{pid}-{n}");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -97,4 +106,12 @@ impl Drop for TestNet {
             .stderr(std::process::Stdio::null())
             .status();
     }
+}
+
+/// Whether the host has a route for exactly `net` (iproute2).
+fn routed(net: &str) -> bool {
+    std::process::Command::new("ip")
+        .args(["-4", "route", "show", "exact", net])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty())
 }
