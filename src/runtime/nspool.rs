@@ -154,15 +154,6 @@ impl NsPool {
             }
         }
     }
-
-    /// Sets ready now.
-    pub fn len(&self) -> usize {
-        crate::runtime::lock(&self.ready).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Sets the hostname of the UTS namespace pinned at `uts`, from a thread of

@@ -935,23 +935,7 @@ mod tests {
     }
 
     #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(
-            super::super::mount::mountinfo_unescape("/mnt/a\\040b\\134c"),
-            "/mnt/a b\\c"
-        );
-        assert_eq!(
-            super::super::mount::mountinfo_unescape("/plain\\x"),
-            "/plain\\x"
-        );
-        assert_eq!(
-            super::super::mount::mountinfo_unescape("/end\\04"),
-            "/end\\04"
-        );
-        assert_eq!(
-            super::super::mount::mountinfo_unescape("/big\\777"),
-            "/big\\777"
-        );
+    fn escaped_hierarchy_paths_are_decoded() {
         let found = v1_hierarchies(MOUNTINFO, Path::new("/mnt"));
         assert_eq!(found[0].dir, Path::new("/mnt/memory again"));
     }

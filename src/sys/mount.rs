@@ -341,3 +341,18 @@ pub fn mountinfo_unescape(field: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mountinfo_escapes_are_decoded_and_malformed_ones_kept() {
+        for (field, want) in [
+            ("/mnt/a\\040b\\134c", "/mnt/a b\\c"),
+            ("/plain\\x", "/plain\\x"),
+            ("/end\\04", "/end\\04"),
+            ("/big\\777", "/big\\777"),
+        ] {
+            assert_eq!(super::mountinfo_unescape(field), want, "{field}");
+        }
+    }
+}
